@@ -1,0 +1,26 @@
+"""keras_advreg: adversarial regularization and robustness evaluation for Keras 3.
+
+Built on Neural Structured Learning's perturbation math (FGSM/PGD), with a
+Keras 3 model class, a robustness callback for `model.fit`, dataset adapters
+and a keras-tuner builder (`keras_advreg.tuning`).
+"""
+
+from keras_advreg.adapters import load_tfds, to_dict, to_tuple
+from keras_advreg.attacks import RobustnessReport, evaluate_robustness
+from keras_advreg.callbacks import AdversarialRobustnessCallback
+from keras_advreg.config import AdvConfig, make_adv_reg_config
+from keras_advreg.version import __version__
+from keras_advreg.wrappers import AdversarialRegularization
+
+__all__ = [
+    "AdvConfig",
+    "AdversarialRegularization",
+    "AdversarialRobustnessCallback",
+    "RobustnessReport",
+    "__version__",
+    "evaluate_robustness",
+    "load_tfds",
+    "make_adv_reg_config",
+    "to_dict",
+    "to_tuple",
+]

@@ -1,0 +1,7 @@
+"""AdversarialRobustnessCallback (placeholder until issue 3 lands)."""
+
+import keras
+
+
+class AdversarialRobustnessCallback(keras.callbacks.Callback):  # placeholder
+    pass

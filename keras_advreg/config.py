@@ -1,0 +1,335 @@
+"""Adversarial-regularization hyperparameters: `AdvConfig` and `make_adv_reg_config`.
+
+The field names and defaults are NSL's (`nsl.configs.AdvRegConfig` plus its
+`AdvNeighborConfig`), flattened into one frozen dataclass. NSL's own config
+objects are accepted everywhere a config is, and converted at the boundary, so
+NSL code ports by changing the import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+NORMS = ("infinity", "l2", "l1")
+# Spellings users type that mean one of NSL's norms.
+_NORM_ALIASES = {"inf": "infinity", "linf": "infinity", "l-inf": "infinity", "l_inf": "infinity"}
+
+# keras-tuner hyperparameter names used by `keras_advreg.tuning`, and the field each sets.
+HYPERPARAMETER_FIELDS = {
+    "adv_multiplier": "multiplier",
+    "adv_step_size": "adv_step_size",
+    "adv_grad_norm": "adv_grad_norm",
+    "pgd_iterations": "pgd_iterations",
+    "pgd_epsilon": "pgd_epsilon",
+}
+
+
+def normalize_norm(value: Any, name: str = "adv_grad_norm") -> str:
+    """Returns NSL's spelling of a norm name, or raises a Keras-style error."""
+    if isinstance(value, enum.Enum):  # nsl.configs.NormType
+        value = value.value
+    if isinstance(value, str):
+        key = value.strip().lower()
+        key = _NORM_ALIASES.get(key, key)
+        if key in NORMS:
+            return key
+    raise ValueError(
+        f"`{name}` must be one of 'infinity', 'l2', 'l1'. Received: {name}={value!r}"
+    )
+
+
+def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
+    return float(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _to_serializable(value: Any) -> Any:
+    """Feature masks and per-feature clip values may be arrays: store them as lists."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _to_serializable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_serializable(v) for v in value]
+    return np.asarray(value).tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvConfig:
+    """Hyperparameters of adversarial regularization (NSL's fields and defaults).
+
+    Args:
+        multiplier: float. Weight of the adversarial loss in the training
+            objective. Defaults to `0.2`.
+        adv_step_size: float. Size of each perturbation step (epsilon of FGSM).
+            Defaults to `0.001`.
+        adv_grad_norm: str. Norm the gradient is normalised in: `"infinity"`,
+            `"l2"` or `"l1"`. NSL's `NormType` is accepted. Defaults to `"l2"`.
+        clip_value_min: float, or a dict of floats per feature. Perturbed
+            features are clipped to at least this. Defaults to `None`.
+        clip_value_max: float, or a dict of floats per feature. Perturbed
+            features are clipped to at most this. Defaults to `None`.
+        pgd_iterations: int. Number of projected-gradient steps; `1` is FGSM.
+            Defaults to `1`.
+        pgd_epsilon: float. Radius of the ball the PGD perturbation is projected
+            onto (l-inf or l2 only; NSL cannot project onto an l1 ball).
+            Defaults to `None` (no projection).
+        random_init: bool. Start from a random point in the ball of radius
+            `pgd_epsilon` (or `adv_step_size`). Defaults to `False`.
+        feature_mask: tensor-like or dict. 0/1 mask applied to the gradient;
+            only masked-in features are perturbed. Defaults to `None`.
+
+    Example:
+
+    >>> config = AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
+    >>> config.adv_grad_norm
+    'infinity'
+    >>> config.replace(multiplier=0.5).multiplier
+    0.5
+    """
+
+    multiplier: float = 0.2
+    adv_step_size: float = 0.001
+    adv_grad_norm: str = "l2"
+    clip_value_min: Any = None
+    clip_value_max: Any = None
+    pgd_iterations: int = 1
+    pgd_epsilon: float | None = None
+    random_init: bool = False
+    feature_mask: Any = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise values in place once
+        set_(self, "multiplier", _check_number("multiplier", self.multiplier))
+        set_(self, "adv_step_size", _check_number("adv_step_size", self.adv_step_size))
+        set_(self, "adv_grad_norm", normalize_norm(self.adv_grad_norm))
+        iterations = self.pgd_iterations
+        if isinstance(iterations, numbers.Real) and float(iterations).is_integer():
+            iterations = int(iterations)
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(
+                "`pgd_iterations` must be an integer >= 1 (1 is FGSM). "
+                f"Received: pgd_iterations={self.pgd_iterations!r}"
+            )
+        set_(self, "pgd_iterations", iterations)
+        if self.pgd_epsilon is not None:
+            set_(
+                self,
+                "pgd_epsilon",
+                _check_number("pgd_epsilon", self.pgd_epsilon, strict=True),
+            )
+            if self.adv_grad_norm == "l1":
+                raise ValueError(
+                    "`pgd_epsilon` cannot be used with adv_grad_norm='l1': NSL can only project "
+                    "perturbations onto an 'infinity' or 'l2' ball. Use one of those norms, or "
+                    f"leave pgd_epsilon=None. Received: pgd_epsilon={self.pgd_epsilon!r}, "
+                    "adv_grad_norm='l1'"
+                )
+        if not isinstance(self.random_init, (bool, np.bool_)):
+            raise ValueError(
+                f"`random_init` must be True or False. Received: random_init={self.random_init!r}"
+            )
+        set_(self, "random_init", bool(self.random_init))
+        lo, hi = self.clip_value_min, self.clip_value_max
+        if _is_scalar(lo) and _is_scalar(hi) and lo > hi:
+            raise ValueError(
+                "`clip_value_min` must be <= `clip_value_max`. "
+                f"Received: clip_value_min={lo!r}, clip_value_max={hi!r}"
+            )
+
+    # ------------------------------------------------------------------ conversions
+    def replace(self, **changes: Any) -> AdvConfig:
+        """Returns a copy with `changes` applied (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(
+                f"Unknown AdvConfig field(s) {unknown}. Expected some of "
+                f"{[f.name for f in dataclasses.fields(self)]}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_nsl(self):
+        """Returns the equivalent `nsl.configs.AdvRegConfig`."""
+        from keras_advreg._nsl import nsl_configs
+
+        return nsl_configs.AdvRegConfig(
+            multiplier=self.multiplier,
+            adv_neighbor_config=self.to_nsl_neighbor_config(),
+        )
+
+    def to_nsl_neighbor_config(self, **overrides: Any):
+        """Returns NSL's `AdvNeighborConfig` (the perturbation part), with `overrides`."""
+        from keras_advreg._nsl import nsl_configs
+
+        config = self.replace(**overrides) if overrides else self
+        return nsl_configs.AdvNeighborConfig(
+            feature_mask=config.feature_mask,
+            adv_step_size=config.adv_step_size,
+            adv_grad_norm=config.adv_grad_norm,
+            clip_value_min=config.clip_value_min,
+            clip_value_max=config.clip_value_max,
+            pgd_iterations=config.pgd_iterations,
+            pgd_epsilon=config.pgd_epsilon,
+            random_init=config.random_init,
+        )
+
+    @classmethod
+    def from_nsl(cls, config: Any, **overrides: Any) -> AdvConfig:
+        """Converts NSL's `AdvRegConfig` or `AdvNeighborConfig` to an `AdvConfig`."""
+        neighbor = getattr(config, "adv_neighbor_config", config)
+        fields = {
+            "feature_mask": neighbor.feature_mask,
+            "adv_step_size": neighbor.adv_step_size,
+            "adv_grad_norm": neighbor.adv_grad_norm,
+            "clip_value_min": neighbor.clip_value_min,
+            "clip_value_max": neighbor.clip_value_max,
+            "pgd_iterations": neighbor.pgd_iterations,
+            "pgd_epsilon": neighbor.pgd_epsilon,
+            "random_init": neighbor.random_init,
+        }
+        if hasattr(config, "multiplier"):
+            fields["multiplier"] = config.multiplier
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def coerce(cls, config: Any, name: str = "adv_config") -> AdvConfig:
+        """Accepts `None`, an `AdvConfig`, NSL's configs, or a dict of fields."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, Mapping):
+            return cls.from_config(dict(config))
+        if hasattr(config, "adv_neighbor_config") or hasattr(config, "adv_step_size"):
+            return cls.from_nsl(config)
+        raise TypeError(
+            f"`{name}` must be a keras_advreg.AdvConfig, an nsl.configs.AdvRegConfig, a dict "
+            f"of AdvConfig fields, or None. Received: {name}={config!r} "
+            f"(of type {type(config).__name__})"
+        )
+
+    def get_config(self) -> dict:
+        """Returns a JSON-serialisable dict; `AdvConfig.from_config` inverts it."""
+        return {f.name: _to_serializable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> AdvConfig:
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"Unknown AdvConfig field(s) {unknown}. Expected some of "
+                f"{[f.name for f in dataclasses.fields(cls)]}."
+            )
+        return cls(**config)
+
+    @classmethod
+    def from_hyperparameters(cls, hp: Any, base: AdvConfig | None = None) -> AdvConfig:
+        """Builds a config from keras-tuner hyperparameters (e.g. the best trial's).
+
+        Args:
+            hp: `keras_tuner.HyperParameters` or a dict of values. Recognised
+                names: `adv_multiplier`, `adv_step_size`, `adv_grad_norm`,
+                `pgd_iterations`, `pgd_epsilon`; others are ignored.
+            base: AdvConfig. Values for fields the hyperparameters do not set.
+                Defaults to `AdvConfig()`.
+
+        Example:
+
+        >>> AdvConfig.from_hyperparameters({"adv_multiplier": 0.5, "adv_grad_norm": "l2"}).multiplier
+        0.5
+        """
+        values = getattr(hp, "values", hp)
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                "`hp` must be keras_tuner.HyperParameters or a dict of values. "
+                f"Received: hp={hp!r}"
+            )
+        changes = {
+            field: values[name] for name, field in HYPERPARAMETER_FIELDS.items() if name in values
+        }
+        return (base or cls()).replace(**changes)
+
+
+def make_adv_reg_config(
+    multiplier: Any = 0.2,
+    feature_mask: Any = None,
+    adv_step_size: float = 0.001,
+    adv_grad_norm: Any = "l2",
+    clip_value_min: Any = None,
+    clip_value_max: Any = None,
+    pgd_iterations: int = 1,
+    pgd_epsilon: float | None = None,
+    random_init: bool = False,
+) -> AdvConfig:
+    """NSL's keyword helper, returning a validated `AdvConfig`.
+
+    Same arguments and defaults as `nsl.configs.make_adv_reg_config`. The first
+    argument may also be an existing config (`AdvConfig` or NSL's
+    `AdvRegConfig`) to convert; then the other arguments must stay at their
+    defaults.
+
+    Args:
+        multiplier: float. Weight of the adversarial loss. Defaults to `0.2`.
+        feature_mask: 0/1 mask on the gradient. Defaults to `None`.
+        adv_step_size: float. Perturbation step size. Defaults to `0.001`.
+        adv_grad_norm: str. `"infinity"`, `"l2"` or `"l1"`. Defaults to `"l2"`.
+        clip_value_min: float. Lower clip of perturbed features. Defaults to `None`.
+        clip_value_max: float. Upper clip of perturbed features. Defaults to `None`.
+        pgd_iterations: int. PGD steps (1 is FGSM). Defaults to `1`.
+        pgd_epsilon: float. PGD projection radius. Defaults to `None`.
+        random_init: bool. Random start inside the ball. Defaults to `False`.
+
+    Returns:
+        An `AdvConfig`.
+
+    Example:
+
+    >>> make_adv_reg_config(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
+    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None)
+    """
+    if not _is_scalar(multiplier):
+        others = dict(
+            feature_mask=feature_mask,
+            adv_step_size=adv_step_size,
+            adv_grad_norm=adv_grad_norm,
+            clip_value_min=clip_value_min,
+            clip_value_max=clip_value_max,
+            pgd_iterations=pgd_iterations,
+            pgd_epsilon=pgd_epsilon,
+            random_init=random_init,
+        )
+        defaults = AdvConfig()
+        changed = {
+            k: v
+            for k, v in others.items()
+            if _to_serializable(v) != _to_serializable(getattr(defaults, k))
+        }
+        config = AdvConfig.coerce(multiplier, name="multiplier")
+        return config.replace(**changed) if changed else config
+    return AdvConfig(
+        multiplier=multiplier,
+        feature_mask=feature_mask,
+        adv_step_size=adv_step_size,
+        adv_grad_norm=adv_grad_norm,
+        clip_value_min=clip_value_min,
+        clip_value_max=clip_value_max,
+        pgd_iterations=pgd_iterations,
+        pgd_epsilon=pgd_epsilon,
+        random_init=random_init,
+    )

@@ -1,0 +1,7 @@
+"""Keras 3 AdversarialRegularization (being written)."""
+
+import keras
+
+
+class AdversarialRegularization(keras.Model):  # placeholder
+    pass
