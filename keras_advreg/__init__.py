@@ -5,6 +5,8 @@ Keras 3 model class, a robustness callback for `model.fit`, dataset adapters
 and a keras-tuner builder (`keras_advreg.tuning`).
 """
 
+# Importing NSL through the shim first makes a later `import neural_structured_learning` work too.
+from keras_advreg import _nsl  # noqa: F401  (isort: keep first)
 from keras_advreg.adapters import load_tfds, to_dict, to_tuple
 from keras_advreg.attacks import RobustnessReport, evaluate_robustness
 from keras_advreg.callbacks import AdversarialRobustnessCallback

@@ -76,7 +76,9 @@ def import_nsl() -> types.ModuleType:
 
 nsl = import_nsl()
 # The pieces of NSL that keras_advreg builds on.
-adversarial_neighbor = importlib.import_module("neural_structured_learning.lib.adversarial_neighbor")
+adversarial_neighbor = importlib.import_module(
+    "neural_structured_learning.lib.adversarial_neighbor"
+)
 nsl_utils = importlib.import_module("neural_structured_learning.lib.utils")
 nsl_configs = nsl.configs
 

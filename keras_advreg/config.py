@@ -40,9 +40,7 @@ def normalize_norm(value: Any, name: str = "adv_grad_norm") -> str:
         key = _NORM_ALIASES.get(key, key)
         if key in NORMS:
             return key
-    raise ValueError(
-        f"`{name}` must be one of 'infinity', 'l2', 'l1'. Received: {name}={value!r}"
-    )
+    raise ValueError(f"`{name}` must be one of 'infinity', 'l2', 'l1'. Received: {name}={value!r}")
 
 
 def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
@@ -257,8 +255,7 @@ class AdvConfig:
         values = getattr(hp, "values", hp)
         if not isinstance(values, Mapping):
             raise TypeError(
-                "`hp` must be keras_tuner.HyperParameters or a dict of values. "
-                f"Received: hp={hp!r}"
+                f"`hp` must be keras_tuner.HyperParameters or a dict of values. Received: hp={hp!r}"
             )
         changes = {
             field: values[name] for name, field in HYPERPARAMETER_FIELDS.items() if name in values

@@ -13,7 +13,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = Path(os.environ.get("KERAS_ADVREG_MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+MNIST_DIR = Path(
+    os.environ.get("KERAS_ADVREG_MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist")
+)
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
