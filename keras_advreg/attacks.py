@@ -1,9 +1,1028 @@
-"""White-box robustness evaluation (placeholder until issue 3 lands)."""
+"""White-box attacks and robustness evaluation, on NSL's perturbation math."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import numbers
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_advreg._nsl import nsl_configs, nsl_utils
+from keras_advreg.adapters import unpack_batch
+from keras_advreg.config import normalize_norm
 
 
-class RobustnessReport:  # placeholder
-    pass
+def random_in_norm_ball(tensor_structure: Any, radius: Any, norm: str) -> Any:
+    """NSL's `random_in_norm_ball`, for tensors whose batch size is only known at run time.
+
+    NSL 1.4.0 samples with the static shape (`t.shape`), which fails inside
+    `model.fit` where the batch dimension is `None`; this samples the same
+    distributions (uniform for l-inf; the Barthe et al. construction for l2 and
+    l1) with dynamic shapes.
+
+    Args:
+        tensor_structure: A nest of batched floating-point tensors.
+        radius: float. Radius of the ball.
+        norm: str. `"infinity"`, `"l2"` or `"l1"`.
+
+    Returns:
+        A nest of the same structure whose examples lie in the ball.
+    """
+    tensors = tf.nest.flatten(tensor_structure)
+    norm = getattr(norm, "value", norm)
+    if norm == "infinity":
+        return tf.nest.map_structure(
+            lambda t: tf.random.uniform(tf.shape(t), -radius, radius, t.dtype), tensor_structure
+        )
+    batch = tf.shape(tensors[0])[0]
+
+    def per_example(reduce, values):
+        axes = lambda t: tf.range(1, tf.rank(t))  # noqa: E731
+        return tf.add_n([reduce(v, axis=axes(v)) for v in values])
+
+    def scale_to_rank(scale, t):
+        return tf.reshape(scale, tf.concat([[batch], tf.ones([tf.rank(t) - 1], tf.int32)], 0))
+
+    if norm == "l2":
+        samples = [tf.random.normal(tf.shape(t), dtype=t.dtype) for t in tensors]
+        squared = per_example(tf.reduce_sum, [tf.square(s) for s in samples])
+        extra = tf.random.gamma(tf.shape(squared), 1.0, 0.5, squared.dtype)
+        scale = radius / tf.sqrt(squared + extra)
+    elif norm == "l1":
+        samples = [
+            tf.random.gamma(tf.shape(t), 1.0, 1.0, t.dtype)
+            - tf.random.gamma(tf.shape(t), 1.0, 1.0, t.dtype)
+            for t in tensors
+        ]
+        l1 = per_example(tf.reduce_sum, [tf.abs(s) for s in samples])
+        extra = tf.random.gamma(tf.shape(l1), 1.0, 1.0, l1.dtype)
+        scale = radius / (l1 + extra)
+    else:
+        raise ValueError(f"`norm` must be one of 'infinity', 'l2', 'l1'. Received: norm={norm!r}")
+    return tf.nest.pack_sequence_as(
+        tensor_structure, [s * scale_to_rank(scale, s) for s in samples]
+    )
 
 
-def evaluate_robustness(*args, **kwargs):
-    raise NotImplementedError("evaluate_robustness is not implemented yet")
+# =========================================================================== robustness evaluation
+ATTACKS = ("fgsm", "pgd")
+# A report warns when more than this fraction of examples has an all-zero input gradient.
+ZERO_GRADIENT_WARNING_FRACTION = 0.05
+_SOFTMAX_NAMES = ("softmax",)
+_SIGMOID_NAMES = ("sigmoid",)
+
+
+def _activation_name(fn: Any) -> str | None:
+    name = getattr(fn, "__name__", None)
+    return name.lower() if isinstance(name, str) else None
+
+
+def _check_clip(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _check_clip(f"{name}[{k!r}]", v) for k, v in value.items()}
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(
+            f"`{name}` must be a finite number, a dict of numbers per feature, or None. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """A validated attack configuration (shared by `evaluate_robustness` and the callback)."""
+
+    epsilons: tuple[float, ...] = (0.1,)
+    attack: str = "fgsm"
+    norm: str = "infinity"
+    pgd_steps: int = 10
+    pgd_step_size: float | None = None
+    random_start: bool = True
+    clip_value_min: Any = None
+    clip_value_max: Any = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        eps = self.epsilons
+        if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
+            eps = (eps,)
+        if isinstance(eps, np.ndarray):
+            eps = eps.tolist()
+        if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence) or not eps:
+            raise ValueError(
+                "`epsilons` must be a number or a non-empty sequence of numbers >= 0. "
+                f"Received: epsilons={self.epsilons!r}"
+            )
+        checked = []
+        for e in eps:
+            if isinstance(e, bool) or not isinstance(e, numbers.Real) or not math.isfinite(e):
+                raise ValueError(
+                    f"`epsilons` must hold finite numbers. Received: epsilons={self.epsilons!r}"
+                )
+            if e < 0:
+                raise ValueError(f"`epsilons` must be >= 0. Received: epsilons={self.epsilons!r}")
+            checked.append(float(e))
+        if len(set(checked)) != len(checked):
+            raise ValueError(f"`epsilons` has duplicates. Received: epsilons={self.epsilons!r}")
+        set_(self, "epsilons", tuple(checked))
+        attack = self.attack.strip().lower() if isinstance(self.attack, str) else self.attack
+        if attack not in ATTACKS:
+            raise ValueError(
+                f"`attack` must be one of 'fgsm', 'pgd'. Received: attack={self.attack!r}"
+            )
+        set_(self, "attack", attack)
+        set_(self, "norm", normalize_norm(self.norm, "norm"))
+        if attack == "pgd" and self.norm == "l1":
+            raise ValueError(
+                "attack='pgd' cannot be used with norm='l1': NSL can only project perturbations "
+                "onto an 'infinity' or 'l2' ball. Use attack='fgsm' for l1, or norm='infinity' "
+                "or 'l2' for PGD. Received: attack='pgd', norm='l1'"
+            )
+        steps = self.pgd_steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"`pgd_steps` must be an integer >= 1. Received: pgd_steps={steps!r}")
+        set_(self, "pgd_steps", int(steps))
+        size = self.pgd_step_size
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, numbers.Real) or not size > 0:
+                raise ValueError(
+                    f"`pgd_step_size` must be a number > 0 or None. Received: pgd_step_size={size!r}"
+                )
+            set_(self, "pgd_step_size", float(size))
+        if not isinstance(self.random_start, (bool, np.bool_)):
+            raise ValueError(
+                f"`random_start` must be True or False. Received: random_start={self.random_start!r}"
+            )
+        set_(self, "random_start", bool(self.random_start))
+        lo = _check_clip("clip_value_min", self.clip_value_min)
+        hi = _check_clip("clip_value_max", self.clip_value_max)
+        if isinstance(lo, float) and isinstance(hi, float) and lo > hi:
+            raise ValueError(
+                "`clip_value_min` must be <= `clip_value_max`. "
+                f"Received: clip_value_min={lo!r}, clip_value_max={hi!r}"
+            )
+        set_(self, "clip_value_min", lo)
+        set_(self, "clip_value_max", hi)
+
+    def step_sizes(self) -> list[float]:
+        """PGD step size per epsilon: `pgd_step_size`, or `2.5 * epsilon / pgd_steps`."""
+        if self.pgd_step_size is not None:
+            return [self.pgd_step_size] * len(self.epsilons)
+        return [2.5 * e / self.pgd_steps for e in self.epsilons]
+
+    def key(self) -> tuple:
+        """What a compiled attack depends on (epsilon values are run-time inputs)."""
+        return (
+            self.attack,
+            self.norm,
+            len(self.epsilons),
+            self.pgd_steps if self.attack == "pgd" else None,
+            self.random_start if self.attack == "pgd" else None,
+            _freeze(self.clip_value_min),
+            _freeze(self.clip_value_max),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
+
+
+# --------------------------------------------------------------------------- the attacked head
+@dataclasses.dataclass
+class _Head:
+    """How to attack a classifier: `scores(x)` and the loss on them."""
+
+    model: Any
+    scores: Callable  # x -> logits (pre-softmax/sigmoid) or the model output
+    output: str  # "logits" | "probabilities"
+    binary: bool
+    num_classes: int
+    description: str
+
+
+def _output_layer(model: Any):
+    """The layer producing a functional/Sequential model's single output, and its input tensor."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None, None
+    if not outputs or len(outputs) != 1:
+        return None, None
+    history = getattr(outputs[0], "_keras_history", None)
+    if history is None:
+        return None, None
+    layer, node_index = history[0], history[1]
+    nodes = getattr(layer, "_inbound_nodes", [])
+    inputs = nodes[node_index].input_tensors if node_index < len(nodes) else []
+    return layer, (inputs[0] if len(inputs) == 1 else None)
+
+
+def _pre_activation(model: Any):
+    """Returns `(fn, kind)` computing the pre-softmax/sigmoid tensor, or `(None, None)`."""
+    layer, layer_input = _output_layer(model)
+    if layer is None or layer_input is None:
+        return None, None
+    if isinstance(layer, keras.layers.Softmax):
+        kind = "softmax"
+    elif isinstance(layer, keras.layers.Activation):
+        name = _activation_name(layer.activation)
+        kind = name if name in _SOFTMAX_NAMES + _SIGMOID_NAMES else None
+    else:
+        name = _activation_name(getattr(layer, "activation", None))
+        kind = f"{name}_activation" if name in _SOFTMAX_NAMES + _SIGMOID_NAMES else None
+    if kind is None:
+        return None, None
+    trunk = keras.Model(model.inputs, layer_input)
+    if not kind.endswith("_activation"):  # a Softmax/Activation layer: its input is the logits
+        return trunk, kind
+
+    def linear(x):  # the last layer without its activation, sharing its (live) weights
+        activation = layer.activation
+        layer.activation = keras.activations.linear
+        try:
+            return layer(trunk(x, training=False), training=False)
+        finally:
+            layer.activation = activation
+
+    return linear, kind.split("_")[0]
+
+
+def _looks_like_probabilities(out: np.ndarray) -> bool:
+    if out.shape[-1] == 1:
+        return False
+    return bool(np.all(out >= 0) and np.all(out <= 1) and np.allclose(out.sum(-1), 1.0, atol=1e-3))
+
+
+def _attack_target(model: Any) -> Any:
+    base = getattr(model, "base_model", None)
+    return base if isinstance(base, keras.Model) else model
+
+
+def _make_head(model: Any, probe_x: Any, custom_loss: bool) -> _Head:
+    target = _attack_target(model)
+    if not callable(target):
+        raise TypeError(f"`model` must be a Keras model. Received: model={model!r}")
+    out = target(probe_x, training=False)  # also builds an unbuilt model
+    if isinstance(out, (list, tuple, dict)) or not hasattr(out, "shape") or len(out.shape) != 2:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            "evaluate_robustness needs a classifier with one output of shape "
+            f"(batch_size, num_classes). Received a model output of {shape}"
+        )
+    out = np.asarray(out)
+    num_classes = int(out.shape[-1])
+    name = type(target).__name__
+    if custom_loss:
+        return _Head(
+            target,
+            lambda x: target(x, training=False),
+            "model_output",
+            num_classes == 1,
+            num_classes,
+            f"{name} output with the given loss",
+        )
+    fn, kind = _pre_activation(target)
+    if fn is not None:
+        binary = kind == "sigmoid"
+        if binary and num_classes != 1:
+            raise ValueError(
+                "evaluate_robustness supports single-label classifiers: a sigmoid output must "
+                f"have 1 unit (binary). Received an output of shape {out.shape} with sigmoid"
+            )
+        return _Head(
+            target, fn, "logits", binary, num_classes, f"{name}: logits before the final {kind}"
+        )
+    if _looks_like_probabilities(out):
+        warnings.warn(
+            f"The model ({name}) outputs probabilities, but its final softmax could not be "
+            "located to attack the logits before it (a subclassed model, or a softmax outside "
+            "the last layer). The attack uses cross-entropy on the probabilities, whose "
+            "gradient vanishes where the softmax saturates: robust accuracy may be "
+            "overestimated (gradient masking). Attack a model that outputs logits, or pass "
+            "`loss=`.",
+            stacklevel=3,
+        )
+        return _Head(
+            target,
+            lambda x: target(x, training=False),
+            "probabilities",
+            False,
+            num_classes,
+            f"{name}: probabilities (softmax not located)",
+        )
+    if num_classes == 1 and np.all(out >= 0) and np.all(out <= 1):
+        warnings.warn(
+            f"The model ({name}) has 1 output unit with values in [0, 1] but no sigmoid "
+            "layer was found; it is attacked as binary logits. Pass `loss=` if it outputs "
+            "probabilities.",
+            stacklevel=3,
+        )
+    return _Head(
+        target,
+        lambda x: target(x, training=False),
+        "logits",
+        num_classes == 1,
+        num_classes,
+        f"{name}: logits",
+    )
+
+
+# --------------------------------------------------------------------------- labels and data
+def _label_mode(y: np.ndarray, num_classes: int) -> str:
+    """'sparse' or 'categorical', after checking the labels fit the output."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[-1] == num_classes and num_classes > 1:
+        if np.any(y < 0) or np.any(y > 1) or not np.allclose(y.sum(-1), 1.0, atol=1e-3):
+            raise ValueError(
+                "One-hot labels must be rows of 0/1 (or probabilities) summing to 1. "
+                f"Received labels such as {y[:3].tolist()}"
+            )
+        return "categorical"
+    if y.ndim > 2 or (y.ndim == 2 and y.shape[-1] != 1):
+        raise ValueError(
+            f"Labels must have shape (batch,) or (batch, 1) (class ids) or (batch, {num_classes}) "
+            f"(one-hot) for a model with {num_classes} output(s). Received labels of shape "
+            f"{y.shape}"
+        )
+    classes = max(num_classes, 2)
+    if not np.issubdtype(y.dtype, np.number) or np.any(y != np.round(y)):
+        raise ValueError(f"Class-id labels must be integers. Received labels such as {y[:5]}")
+    if np.any(y < 0) or np.any(y >= classes):
+        raise ValueError(
+            f"Labels must be class ids in [0, {classes}) for a model with {num_classes} "
+            f"output(s). Received labels from {y.min()} to {y.max()}"
+        )
+    return "sparse"
+
+
+def _as_floatx(value: Any) -> Any:
+    def convert(a):
+        a = np.asarray(a) if not tf.is_tensor(a) else a
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
+            return a.astype(keras.config.floatx(), copy=False)
+        return a
+
+    return tf.nest.map_structure(convert, value)
+
+
+def _batches(
+    data: Any, batch_size: int, label_keys: Any, sample_weight_key: Any, max_examples: int | None
+) -> Iterator[tuple[Any, Any]]:
+    """Yields `(features, labels)` batches; tf.data datasets are taken as batched."""
+    remaining = max_examples
+
+    def cut(x, y):
+        nonlocal remaining
+        if remaining is not None:
+            n = int(tf.nest.flatten(y)[0].shape[0])
+            if n > remaining:
+                x, y = tf.nest.map_structure(lambda a: a[:remaining], (x, y))
+                n = remaining
+            remaining -= n
+        return x, y
+
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        _, y_spec, _ = unpack_batch(spec, label_keys, sample_weight_key)
+        if y_spec is not None and len(tf.nest.flatten(y_spec)[0].shape) == 0:
+            data = data.batch(batch_size)  # unbatched elements: scalar labels
+        for element in data:
+            x, y, _ = unpack_batch(element, label_keys, sample_weight_key)
+            if y is None:
+                raise ValueError(_NO_LABELS)
+            yield cut(x, y)
+            if remaining == 0:
+                return
+        return
+    if isinstance(data, (tuple, list, Mapping)):
+        x, y, _ = unpack_batch(data, label_keys, sample_weight_key)
+        if y is None:
+            raise ValueError(_NO_LABELS)
+        x, y = _as_floatx(x), np.asarray(y)
+        n = len(y) if remaining is None else min(len(y), remaining)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield tf.nest.map_structure(lambda a, s=start, e=stop: a[s:e], (x, y))
+        return
+    raise TypeError(
+        "`data` must be `(x, y)` arrays, a dict of features and labels, or a tf.data.Dataset "
+        f"of such batches. Received: data of type {type(data).__name__}"
+    )
+
+
+_NO_LABELS = (
+    "`data` must include labels: `(x, y)` tuples, or feature dicts with the label key(s) "
+    "(`label_keys`). Received data without labels."
+)
+
+
+def _spec(value: Any) -> Any:
+    def one(a):
+        a = tf.convert_to_tensor(a)
+        return tf.TensorSpec((None, *a.shape[1:]), a.dtype)
+
+    return tf.nest.map_structure(one, value)
+
+
+# --------------------------------------------------------------------------- the compiled attack
+def _loss_fn(head: _Head, label_mode: str, loss: Any) -> Callable:
+    if loss is not None:
+        fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+        return lambda y, out: fn(y, out)
+    if head.binary:
+        return lambda y, z: tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.cast(tf.reshape(y, tf.shape(z)), z.dtype), logits=z
+        )
+    if head.output == "probabilities":
+        if label_mode == "sparse":
+            return keras.losses.sparse_categorical_crossentropy
+        return keras.losses.categorical_crossentropy
+    if label_mode == "sparse":
+        return lambda y, z: tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(tf.reshape(y, [-1]), tf.int32), logits=z
+        )
+    return lambda y, z: tf.nn.softmax_cross_entropy_with_logits(
+        labels=tf.cast(y, z.dtype), logits=z
+    )
+
+
+class _CompiledAttack:
+    """One attack, traced once per (model, attack configuration, input signature)."""
+
+    def __init__(
+        self,
+        head: _Head,
+        spec: AttackSpec,
+        label_mode: str,
+        loss: Any,
+        x_spec: Any,
+        y_spec: Any,
+        threshold: float,
+    ):
+        self.head, self.spec, self.label_mode = head, spec, label_mode
+        self.num_classes = max(head.num_classes, 2)
+        self._loss = _loss_fn(head, label_mode, loss)
+        self._threshold = threshold
+        self._norm_type = nsl_configs.NormType(spec.norm)
+        if isinstance(x_spec, Mapping):  # clip values may be given per top-level feature name
+            paths = [k for k in sorted(x_spec) for _ in tf.nest.flatten(x_spec[k])]
+        else:
+            paths = [""] * len(tf.nest.flatten(x_spec))
+        leaves = tf.nest.flatten(x_spec)
+        self._float_index = [i for i, s in enumerate(leaves) if s.dtype.is_floating]
+        if not self._float_index:
+            raise ValueError("`data` has no floating-point features to perturb.")
+        self._names = [paths[i] for i in self._float_index]
+        k = len(spec.epsilons)
+        signature = [x_spec, y_spec, tf.TensorSpec([k], tf.float32), tf.TensorSpec([k], tf.float32)]
+        self.counts = tf.function(self._counts, input_signature=signature)
+        self.examples = tf.function(self._examples, input_signature=signature)
+
+    # ---------------------------------------------------------------- pieces
+    def _classes(self, out):
+        if out.shape[-1] == 1:
+            return tf.cast(tf.reshape(out, [-1]) > self._threshold, tf.int32)
+        return tf.argmax(out, axis=-1, output_type=tf.int32)
+
+    def _true_ids(self, y):
+        if self.label_mode == "categorical":
+            return tf.argmax(y, axis=-1, output_type=tf.int32)
+        return tf.cast(tf.reshape(y, [-1]), tf.int32)
+
+    def _clip(self, position, t):
+        lo, hi = self.spec.clip_value_min, self.spec.clip_value_max
+        name = self._names[position]
+        lo = lo.get(name) if isinstance(lo, dict) else lo
+        hi = hi.get(name) if isinstance(hi, dict) else hi
+        if lo is not None:
+            t = tf.maximum(t, tf.cast(lo, t.dtype))
+        if hi is not None:
+            t = tf.minimum(t, tf.cast(hi, t.dtype))
+        return t
+
+    def _pack(self, x, floats):
+        leaves = tf.nest.flatten(x)
+        for i, t in zip(self._float_index, floats, strict=True):
+            leaves[i] = t
+        return tf.nest.pack_sequence_as(x, leaves)
+
+    def _scores_and_grads(self, x, floats, y):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(floats)
+            out = self.head.scores(self._pack(x, floats))
+            loss = tf.reduce_sum(self._loss(y, out))
+        grads = tape.gradient(loss, floats)
+        grads = [tf.zeros_like(f) if g is None else g for f, g in zip(floats, grads, strict=True)]
+        flat = [tf.reshape(tf.abs(g), [tf.shape(g)[0], -1]) for g in grads]
+        peak = tf.add_n([tf.reduce_max(g, axis=1) for g in flat])
+        return out, grads, tf.reduce_sum(tf.cast(peak == 0, tf.int32))
+
+    def _attack(self, x, y, eps, steps):
+        """Returns clean scores, adversarial float features per epsilon and zero-gradient count."""
+        origin = [tf.nest.flatten(x)[i] for i in self._float_index]
+        spec = self.spec
+        if spec.attack == "fgsm":
+            out, grads, zero = self._scores_and_grads(x, origin, y)
+            directions = nsl_utils.maximize_within_unit_norm(grads, self._norm_type)
+            adversarial = [
+                [
+                    self._clip(j, o + tf.cast(eps[i], o.dtype) * d)
+                    for j, (o, d) in enumerate(zip(origin, directions, strict=True))
+                ]
+                for i in range(len(spec.epsilons))
+            ]
+            return out, adversarial, zero
+        out = self.head.scores(x)
+        adversarial, zero = [], tf.constant(0, tf.int32)
+        for i in range(len(spec.epsilons)):
+            radius, size = eps[i], steps[i]
+            floats = origin
+            if spec.random_start:
+                noise = random_in_norm_ball(origin, radius, spec.norm)
+                floats = [
+                    self._clip(j, o + n) for j, (o, n) in enumerate(zip(origin, noise, strict=True))
+                ]
+
+            def body(t, floats, zero, radius=radius, size=size):
+                _, grads, z = self._scores_and_grads(x, floats, y)
+                zero = tf.where(t == 0, z, zero)
+                directions = nsl_utils.maximize_within_unit_norm(grads, self._norm_type)
+                delta = [
+                    f + tf.cast(size, f.dtype) * d - o
+                    for f, d, o in zip(floats, directions, origin, strict=True)
+                ]
+                delta = nsl_utils.project_to_ball(delta, radius, self._norm_type)
+                floats = [
+                    self._clip(j, o + d) for j, (o, d) in enumerate(zip(origin, delta, strict=True))
+                ]
+                return t + 1, floats, zero
+
+            _, floats, z = tf.while_loop(
+                lambda t, *_: t < spec.pgd_steps, body, (tf.constant(0), floats, zero)
+            )
+            zero = z if i == 0 else zero
+            adversarial.append(floats)
+        return out, adversarial, zero
+
+    # ---------------------------------------------------------------- traced entry points
+    def _counts(self, x, y, eps, steps):
+        out, adversarial, zero = self._attack(x, y, eps, steps)
+        ids = self._true_ids(y)
+        segment = lambda ok: tf.math.unsorted_segment_sum(  # noqa: E731
+            tf.cast(ok, tf.int32), ids, self.num_classes
+        )
+        clean_ok = tf.equal(self._classes(out), ids)
+        adv_ok = [
+            tf.equal(self._classes(self.head.scores(self._pack(x, f))), ids) for f in adversarial
+        ]
+        return {
+            "total": segment(tf.ones_like(ids)),
+            "clean": segment(clean_ok),
+            "adversarial": tf.stack([segment(ok) for ok in adv_ok]),
+            "flipped": tf.stack(
+                [tf.reduce_sum(tf.cast(clean_ok & ~ok, tf.int32)) for ok in adv_ok]
+            ),
+            "zero_gradient": zero,
+        }
+
+    def _examples(self, x, y, eps, steps):
+        out, adversarial, _ = self._attack(x, y, eps, steps)
+        packed = [self._pack(x, f) for f in adversarial]
+        return {
+            "clean_predictions": self._classes(out),
+            "adversarial": packed,
+            "adversarial_predictions": [self._classes(self.head.scores(p)) for p in packed],
+        }
+
+
+# --------------------------------------------------------------------------- report
+def _format_eps(eps: float) -> str:
+    return f"{eps:g}"
+
+
+@dataclasses.dataclass
+class RobustnessReport:
+    """Clean and white-box adversarial accuracy of a classifier.
+
+    Attributes:
+        clean_accuracy: float. Accuracy on the unperturbed data.
+        accuracy: dict. Epsilon -> accuracy on the adversarial examples.
+        attack_success_rate: dict. Epsilon -> fraction of the correctly
+            classified examples that the attack flips.
+        clean_per_class_accuracy: dict. Class id -> clean accuracy (classes
+            present in the data).
+        per_class_accuracy: dict. Epsilon -> {class id -> accuracy}.
+        num_examples: int. Number of examples evaluated.
+        attack: str. `"fgsm"` or `"pgd"`.
+        norm: str. `"infinity"`, `"l2"` or `"l1"`.
+        zero_gradient_fraction: float. Fraction of examples whose input
+            gradient is exactly zero (a hint of gradient masking).
+        config: dict. The full attack configuration and what was attacked.
+        warnings: list of str. Sanity-check findings (see Carlini et al.,
+            "On Evaluating Adversarial Robustness").
+        seconds: float. Wall time of the evaluation.
+    """
+
+    clean_accuracy: float
+    accuracy: dict
+    attack_success_rate: dict
+    clean_per_class_accuracy: dict
+    per_class_accuracy: dict
+    num_examples: int
+    attack: str
+    norm: str
+    zero_gradient_fraction: float
+    config: dict
+    warnings: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def epsilons(self) -> tuple[float, ...]:
+        return tuple(self.accuracy)
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Accuracy at the first epsilon (what the callback logs as `val_adv_accuracy`)."""
+        return next(iter(self.accuracy.values()))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (epsilon and class keys become strings)."""
+
+        def keyed(d):
+            return {
+                (_format_eps(k) if isinstance(k, float) else str(k)): (
+                    keyed(v) if isinstance(v, dict) else v
+                )
+                for k, v in d.items()
+            }
+
+        return {
+            "clean_accuracy": self.clean_accuracy,
+            "accuracy": keyed(self.accuracy),
+            "attack_success_rate": keyed(self.attack_success_rate),
+            "clean_per_class_accuracy": keyed(self.clean_per_class_accuracy),
+            "per_class_accuracy": keyed(self.per_class_accuracy),
+            "num_examples": self.num_examples,
+            "attack": self.attack,
+            "norm": self.norm,
+            "zero_gradient_fraction": self.zero_gradient_fraction,
+            "config": self.config,
+            "warnings": list(self.warnings),
+            "seconds": self.seconds,
+        }
+
+    def __str__(self) -> str:
+        title = f"{self.attack.upper()} ({self.norm})"
+        if self.attack == "pgd":
+            title += f", {self.config.get('pgd_steps')} steps"
+        lines = [
+            f"Robustness report: {title} on {self.num_examples} examples",
+            f"  {'epsilon':>10}  {'accuracy':>8}  {'attack success':>14}",
+            f"  {'0 (clean)':>10}  {self.clean_accuracy:8.4f}  {'-':>14}",
+        ]
+        for eps, acc in self.accuracy.items():
+            rate = self.attack_success_rate[eps]
+            lines.append(f"  {_format_eps(eps):>10}  {acc:8.4f}  {rate:14.4f}")
+        lines.append(f"  zero-gradient fraction: {self.zero_gradient_fraction:.4f}")
+        lines += [f"  WARNING: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _sanity_warnings(report: RobustnessReport) -> list[str]:
+    found = []
+    ordered = sorted(report.accuracy.items())
+    for (e1, a1), (e2, a2) in zip(ordered, ordered[1:], strict=False):
+        if a2 > a1:
+            found.append(
+                f"Accuracy rises with epsilon ({a1:.4f} at epsilon={_format_eps(e1)}, "
+                f"{a2:.4f} at epsilon={_format_eps(e2)}): the attack is not finding the "
+                "worst case (too large a step, or gradient masking). Try attack='pgd'."
+            )
+    if report.zero_gradient_fraction > ZERO_GRADIENT_WARNING_FRACTION:
+        found.append(
+            f"{report.zero_gradient_fraction:.1%} of the examples have an all-zero input "
+            "gradient, so gradient attacks cannot move them: a hint of gradient masking "
+            "(saturated softmax, non-differentiable or quantizing layers). Robust accuracy may "
+            "be overestimated; check with random-start PGD or a gradient-free attack."
+        )
+    return found
+
+
+def check_attack_strength(
+    weaker: RobustnessReport,
+    stronger: RobustnessReport,
+    tolerance: float = 0.0,
+    warn: bool = True,
+) -> list[str]:
+    """Checks that a stronger attack (e.g. PGD) does at least as well as a weaker one (FGSM).
+
+    Args:
+        weaker: RobustnessReport. E.g. an FGSM report.
+        stronger: RobustnessReport. E.g. a PGD report on the same model and data.
+        tolerance: float. Accuracy difference allowed (random starts are noisy).
+            Defaults to `0.0`.
+        warn: bool. Also issue each finding with `warnings.warn`. Defaults to
+            `True`.
+
+    Returns:
+        A list of findings; empty when the stronger attack is at least as strong
+        at every epsilon both reports share.
+
+    Example:
+
+    >>> # fgsm = evaluate_robustness(model, data, epsilons=(0.1,), attack="fgsm")
+    >>> # pgd = evaluate_robustness(model, data, epsilons=(0.1,), attack="pgd")
+    >>> # assert not check_attack_strength(fgsm, pgd)
+    """
+    found = []
+    for eps in sorted(set(weaker.accuracy) & set(stronger.accuracy)):
+        weak, strong = weaker.accuracy[eps], stronger.accuracy[eps]
+        if strong > weak + tolerance:
+            found.append(
+                f"{stronger.attack.upper()} accuracy {strong:.4f} is above "
+                f"{weaker.attack.upper()} accuracy {weak:.4f} at epsilon={_format_eps(eps)}: the "
+                "stronger attack is failing (too few steps, too small a step size, or gradient "
+                "masking)."
+            )
+    if warn:
+        for message in found:
+            warnings.warn(message, stacklevel=2)
+    return found
+
+
+# --------------------------------------------------------------------------- entry points
+def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
+def _compiled(model: Any, spec: AttackSpec, x: Any, y: Any, loss: Any) -> _CompiledAttack:
+    """The compiled attack for this model and configuration, cached on the model."""
+    target = _attack_target(model)
+    x_spec, y_spec = _spec(x), _spec(y)
+    cache = getattr(target, "_keras_advreg_attacks", None)
+    if cache is None:
+        cache = {}
+        try:  # bypass Keras' attribute tracking: this is not model state
+            object.__setattr__(target, "_keras_advreg_attacks", cache)
+        except (AttributeError, TypeError):
+            pass
+    head_key = ("head", loss is not None, repr(x_spec))
+    if head_key not in cache:
+        cache[head_key] = _make_head(model, x, custom_loss=loss is not None)
+    head = cache[head_key]
+    y_np = np.asarray(y)
+    label_mode = _label_mode(y_np, head.num_classes)
+    key = (
+        spec.key(),
+        label_mode,
+        id(loss) if loss is not None else None,
+        repr(x_spec),
+        repr(y_spec),
+    )
+    if key not in cache:
+        threshold = 0.0
+        if head.binary and head.output == "model_output":
+            out = np.asarray(head.scores(x))
+            threshold = 0.5 if np.all(out >= 0) and np.all(out <= 1) else 0.0
+        cache[key] = _CompiledAttack(head, spec, label_mode, loss, x_spec, y_spec, threshold)
+    return cache[key]
+
+
+def _check_labels(y: Any, compiled: _CompiledAttack) -> None:
+    if compiled.label_mode == "categorical":
+        return
+    y = np.asarray(y)
+    if y.size and (y.min() < 0 or y.max() >= compiled.num_classes):
+        raise ValueError(
+            f"Labels must be class ids in [0, {compiled.num_classes}). Received labels from "
+            f"{y.min()} to {y.max()}"
+        )
+
+
+def evaluate_robustness(
+    model: keras.Model,
+    data: Any,
+    epsilons: Any = (0.1,),
+    attack: str = "fgsm",
+    norm: str = "infinity",
+    pgd_steps: int = 10,
+    pgd_step_size: float | None = None,
+    random_start: bool = True,
+    clip_value_min: Any = None,
+    clip_value_max: Any = None,
+    batch_size: int = 256,
+    loss: Any = None,
+    *,
+    label_keys: Any = ("label",),
+    sample_weight_key: str | None = None,
+    max_examples: int | None = None,
+    warn: bool = True,
+) -> RobustnessReport:
+    """Measures a classifier's accuracy under white-box FGSM or PGD attacks.
+
+    The attack uses NSL's math: the input gradient of the loss is turned into
+    the steepest-ascent direction of unit `norm` (`sign` for l-inf), scaled by
+    epsilon, and the result clipped to `[clip_value_min, clip_value_max]`. PGD
+    takes `pgd_steps` such steps of `pgd_step_size` from a random start in the
+    epsilon ball, projecting back onto the ball after each. For several
+    epsilons, FGSM computes the gradient once and reuses it.
+
+    The loss attacked is cross-entropy on the model's logits: when the model
+    ends in a softmax (or a 1-unit sigmoid), the logits before it are attacked,
+    never the saturated probabilities. Sparse or one-hot labels are both
+    accepted. A `keras_advreg.AdversarialRegularization` is evaluated through
+    its `base_model`.
+
+    Args:
+        model: keras.Model. A classifier with output `(batch, num_classes)`.
+        data: `(x, y)` arrays (x may be a dict of features), a dict of
+            features holding the label key(s), or a `tf.data.Dataset` of such
+            batches (used as batched; a dataset of single examples is batched).
+        epsilons: float or sequence of floats >= 0. Attack radii. Defaults to
+            `(0.1,)`.
+        attack: str. `"fgsm"` or `"pgd"`. Defaults to `"fgsm"`.
+        norm: str. `"infinity"`, `"l2"` or `"l1"` (FGSM only). Defaults to
+            `"infinity"`.
+        pgd_steps: int. PGD iterations. Defaults to `10`.
+        pgd_step_size: float. PGD step size. Defaults to `None`
+            (`2.5 * epsilon / pgd_steps`).
+        random_start: bool. Start PGD from a random point in the ball.
+            Defaults to `True`.
+        clip_value_min: float or dict of floats per feature. Lower bound of
+            perturbed features (e.g. `0.0` for images). Defaults to `None`.
+        clip_value_max: float or dict of floats per feature. Upper bound.
+            Defaults to `None`.
+        batch_size: int. Batch size for array data. Defaults to `256`.
+        loss: str, callable or `keras.losses.Loss`. Loss to attack, applied to
+            the model's output. Defaults to `None` (cross-entropy on logits).
+        label_keys: str or sequence of str. Label key(s) of feature dicts.
+            Defaults to `("label",)`.
+        sample_weight_key: str. Sample-weight key of feature dicts (ignored
+            by the accuracy). Defaults to `None`.
+        max_examples: int. Evaluate at most this many examples. Defaults to
+            `None` (all).
+        warn: bool. Issue sanity-check findings with `warnings.warn` too.
+            Defaults to `True`.
+
+    Returns:
+        A `RobustnessReport`.
+
+    Example:
+
+    >>> report = evaluate_robustness(model, (x_test, y_test), epsilons=(0.05, 0.1),
+    ...                              clip_value_min=0.0, clip_value_max=1.0)  # doctest: +SKIP
+    >>> report.clean_accuracy, report.accuracy[0.1]  # doctest: +SKIP
+    """
+    spec = AttackSpec(
+        epsilons,
+        attack,
+        norm,
+        pgd_steps,
+        pgd_step_size,
+        random_start,
+        clip_value_min,
+        clip_value_max,
+    )
+    batch_size = _check_positive_int("batch_size", batch_size)
+    max_examples = _check_positive_int("max_examples", max_examples, allow_none=True)
+    start = time.perf_counter()
+    batches = _batches(data, batch_size, label_keys, sample_weight_key, max_examples)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("`data` is empty: there is nothing to evaluate.")
+    compiled = _compiled(model, spec, first[0], first[1], loss)
+    eps = tf.constant(spec.epsilons, tf.float32)
+    steps = tf.constant(spec.step_sizes(), tf.float32)
+    totals: dict[str, np.ndarray] = {}
+    for x, y in itertools.chain([first], batches):
+        _check_labels(y, compiled)
+        for name, value in compiled.counts(x, y, eps, steps).items():
+            value = value.numpy()
+            totals[name] = totals[name] + value if name in totals else value
+    report = _make_report(compiled, spec, totals, loss, time.perf_counter() - start)
+    if warn:
+        for message in report.warnings:
+            warnings.warn(message, stacklevel=2)
+    return report
+
+
+def _make_report(
+    compiled: _CompiledAttack, spec: AttackSpec, totals: dict, loss: Any, seconds: float
+) -> RobustnessReport:
+    total = totals["total"]
+    n = int(total.sum())
+    present = [c for c in range(len(total)) if total[c] > 0]
+    clean_correct = int(totals["clean"].sum())
+
+    def per_class(correct):
+        return {c: float(correct[c] / total[c]) for c in present}
+
+    accuracy, success, classes = {}, {}, {}
+    for i, eps in enumerate(spec.epsilons):
+        accuracy[eps] = float(totals["adversarial"][i].sum() / n)
+        success[eps] = float(totals["flipped"][i] / clean_correct) if clean_correct else 0.0
+        classes[eps] = per_class(totals["adversarial"][i])
+    config = spec.to_dict()
+    if spec.attack == "pgd":
+        config["pgd_step_sizes"] = spec.step_sizes()
+    config["attacked"] = compiled.head.description
+    config["label_mode"] = compiled.label_mode
+    config["loss"] = "cross-entropy" if loss is None else getattr(loss, "__name__", repr(loss))
+    report = RobustnessReport(
+        clean_accuracy=clean_correct / n,
+        accuracy=accuracy,
+        attack_success_rate=success,
+        clean_per_class_accuracy=per_class(totals["clean"]),
+        per_class_accuracy=classes,
+        num_examples=n,
+        attack=spec.attack,
+        norm=spec.norm,
+        zero_gradient_fraction=float(totals["zero_gradient"] / n),
+        config=config,
+        seconds=seconds,
+    )
+    report.warnings = _sanity_warnings(report)
+    return report
+
+
+def generate_adversarial_examples(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    epsilon: float = 0.1,
+    attack: str = "fgsm",
+    norm: str = "infinity",
+    pgd_steps: int = 10,
+    pgd_step_size: float | None = None,
+    random_start: bool = True,
+    clip_value_min: Any = None,
+    clip_value_max: Any = None,
+    loss: Any = None,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Perturbs one batch with the attack `evaluate_robustness` uses.
+
+    Args:
+        model: keras.Model. The classifier to attack (white-box).
+        x: array or dict of arrays. One batch of features.
+        y: array. Its labels (class ids or one-hot).
+        epsilon: float. Attack radius. Defaults to `0.1`.
+        attack, norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
+            clip_value_max, loss: As in `evaluate_robustness`.
+
+    Returns:
+        `(x_adv, clean_predictions, adversarial_predictions)` as numpy values.
+
+    Example:
+
+    >>> x_adv, clean, adv = generate_adversarial_examples(
+    ...     model, x[:16], y[:16], epsilon=0.2, clip_value_min=0.0, clip_value_max=1.0
+    ... )  # doctest: +SKIP
+    """
+    spec = AttackSpec(
+        (epsilon,),
+        attack,
+        norm,
+        pgd_steps,
+        pgd_step_size,
+        random_start,
+        clip_value_min,
+        clip_value_max,
+    )
+    x, y = _as_floatx(x), np.asarray(y)
+    compiled = _compiled(model, spec, x, y, loss)
+    _check_labels(y, compiled)
+    out = compiled.examples(
+        x, y, tf.constant(spec.epsilons, tf.float32), tf.constant(spec.step_sizes(), tf.float32)
+    )
+    x_adv = tf.nest.map_structure(lambda t: t.numpy(), out["adversarial"][0])
+    return (x_adv, out["clean_predictions"].numpy(), out["adversarial_predictions"][0].numpy())
+
+
+__all__ = [
+    "AttackSpec",
+    "RobustnessReport",
+    "check_attack_strength",
+    "evaluate_robustness",
+    "generate_adversarial_examples",
+    "random_in_norm_ball",
+]
