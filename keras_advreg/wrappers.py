@@ -161,6 +161,8 @@ class AdversarialRegularization(keras.Model):
             )
         self.scaled_adversarial_loss_tracker = keras.metrics.Mean(name="scaled_adversarial_loss")
         self._adv_compile_loss = None
+        if base_model.built:
+            self.built = True
 
     # ------------------------------------------------------------------ Keras plumbing
     @property
@@ -198,6 +200,17 @@ class AdversarialRegularization(keras.Model):
             if loss is not None
             else None
         )
+
+    def compile_from_config(self, config: dict) -> None:
+        """Recompiles from `get_compile_config()` when a `.keras` file is loaded."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:  # create the optimizer's variables so that their saved values load
+            self.optimizer.build(self.trainable_variables)
+
+    def build(self, input_shape: Any = None) -> None:
+        """The base model builds itself on its first call; nothing else holds weights."""
+        self.built = True
 
     def get_config(self) -> dict:
         return {
@@ -242,17 +255,10 @@ class AdversarialRegularization(keras.Model):
         `extras` holds the label and weight entries of dict data, given back to
         a subclassed base model when `base_with_labels_in_features` is set.
         """
-        if (
-            isinstance(data, (tuple, list))
-            and 1 <= len(data) <= 3
-            and isinstance(data[0], Mapping)
-            and all(part is None for part in data[1:])
-        ):  # `train_on_batch(dict)` hands over `(dict, None, None)`
-            data = data[0]
         features, labels, weights = unpack_batch(data, self.label_keys, self.sample_weight_key)
         extras = {}
-        if isinstance(data, Mapping) and labels is not None:
-            extras = {k: v for k, v in data.items() if k not in features}
+        if isinstance(features, Mapping) and labels is not None:
+            extras = {k: v for k, v in _as_mapping(data).items() if k not in features}
         if require_labels and labels is None:
             received = sorted(data) if isinstance(data, Mapping) else type(data).__name__
             raise ValueError(
@@ -453,6 +459,15 @@ class AdversarialRegularization(keras.Model):
                 "`perturb_on_batch` needs the loss: call `model.compile(optimizer, loss=...)` first."
             )
         return self._adv_compile_loss(labels, y_pred, sample_weight)
+
+
+def _as_mapping(data: Any) -> Mapping:
+    """The feature dict of dict data (also when Keras wrapped it as `(dict, None, None)`)."""
+    if isinstance(data, Mapping):
+        return data
+    if isinstance(data, (tuple, list)) and data and isinstance(data[0], Mapping):
+        return data[0]
+    return {}
 
 
 def _to_numpy(value: Any) -> Any:
