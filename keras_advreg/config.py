@@ -252,7 +252,7 @@ class AdvConfig:
         >>> AdvConfig.from_hyperparameters({"adv_multiplier": 0.5, "adv_grad_norm": "l2"}).multiplier
         0.5
         """
-        values = getattr(hp, "values", hp)
+        values = hp if isinstance(hp, Mapping) else getattr(hp, "values", None)
         if not isinstance(values, Mapping):
             raise TypeError(
                 f"`hp` must be keras_tuner.HyperParameters or a dict of values. Received: hp={hp!r}"
