@@ -328,7 +328,9 @@ class AdversarialRegularization(keras.Model):
 
         return loss_fn
 
-    def _generate(self, features, labels, sample_weight, extras, labeled_loss, tape, config, training):
+    def _generate(
+        self, features, labels, sample_weight, extras, labeled_loss, tape, config, training
+    ):
         """NSL's adversarial neighbour of `features` (FGSM or PGD)."""
         model_fn = lambda f: self._call_base(f, extras, training=training)  # noqa: E731
         loss_fn = self._adversarial_loss_fn(labels, sample_weight)

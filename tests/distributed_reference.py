@@ -53,7 +53,9 @@ def main(output_path):
     weights = [rng.normal(0, 0.5, s).astype("float32") for s in [(6, 8), (8,), (8, 3), (3,)]]
     out = {}
     configs = {
-        "fgsm": keras_advreg.AdvConfig(multiplier=0.5, adv_step_size=0.05, adv_grad_norm="infinity"),
+        "fgsm": keras_advreg.AdvConfig(
+            multiplier=0.5, adv_step_size=0.05, adv_grad_norm="infinity"
+        ),
         "pgd": keras_advreg.AdvConfig(
             multiplier=0.5,
             adv_step_size=0.02,

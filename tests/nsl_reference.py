@@ -45,7 +45,10 @@ def main(input_path, cases_path, output_path):
         config = nsl.configs.make_adv_reg_config(**case["config"])
         weighted = case.get("weighted", False)
         model = nsl.keras.AdversarialRegularization(
-            base, label_keys=["label"], sample_weight_key="w" if weighted else None, adv_config=config
+            base,
+            label_keys=["label"],
+            sample_weight_key="w" if weighted else None,
+            adv_config=config,
         )
         model.compile(
             tfk.optimizers.SGD(case["lr"]),

@@ -79,14 +79,29 @@ def test_from_hyperparameters():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"adv_grad_norm": "L3"}, r"`adv_grad_norm` must be one of 'infinity', 'l2', 'l1'. Received: adv_grad_norm='L3'"),
+        (
+            {"adv_grad_norm": "L3"},
+            r"`adv_grad_norm` must be one of 'infinity', 'l2', 'l1'. Received: adv_grad_norm='L3'",
+        ),
         ({"adv_step_size": -0.1}, r"`adv_step_size` must be >= 0.0. Received: adv_step_size=-0.1"),
-        ({"multiplier": float("nan")}, r"`multiplier` must be a finite number. Received: multiplier=nan"),
-        ({"pgd_iterations": 0}, r"`pgd_iterations` must be an integer >= 1 .*Received: pgd_iterations=0"),
+        (
+            {"multiplier": float("nan")},
+            r"`multiplier` must be a finite number. Received: multiplier=nan",
+        ),
+        (
+            {"pgd_iterations": 0},
+            r"`pgd_iterations` must be an integer >= 1 .*Received: pgd_iterations=0",
+        ),
         ({"pgd_iterations": 2.5}, r"Received: pgd_iterations=2.5"),
         ({"pgd_epsilon": 0.0}, r"`pgd_epsilon` must be > 0.0"),
-        ({"adv_grad_norm": "l1", "pgd_epsilon": 0.1}, r"NSL can only project .*'infinity' or 'l2' ball"),
-        ({"clip_value_min": 1.0, "clip_value_max": 0.0}, r"`clip_value_min` must be <= `clip_value_max`"),
+        (
+            {"adv_grad_norm": "l1", "pgd_epsilon": 0.1},
+            r"NSL can only project .*'infinity' or 'l2' ball",
+        ),
+        (
+            {"clip_value_min": 1.0, "clip_value_max": 0.0},
+            r"`clip_value_min` must be <= `clip_value_max`",
+        ),
         ({"random_init": "yes"}, r"`random_init` must be True or False"),
     ],
 )

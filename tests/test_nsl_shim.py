@@ -21,7 +21,9 @@ def test_estimator_stand_in_explains_itself():
     import neural_structured_learning as nsl  # a user's own import keeps working
 
     assert nsl is _nsl.nsl
-    with pytest.raises(ImportError, match=r"needs `tf.estimator`.*keras_advreg.AdversarialRegularization"):
+    with pytest.raises(
+        ImportError, match=r"needs `tf.estimator`.*keras_advreg.AdversarialRegularization"
+    ):
         nsl.estimator.add_adversarial_regularization(None)
 
 

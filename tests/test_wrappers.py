@@ -1,11 +1,11 @@
 """AdversarialRegularization on Keras 3: exact values, data formats, errors, saving."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import MODEL_KINDS, make_model
 
-import keras
 import keras_advreg
 from keras_advreg import AdvConfig, AdversarialRegularization
 
@@ -83,14 +83,18 @@ def test_dict_and_tuple_data_train_identically(kind):
         history = model.fit(ds, epochs=2, verbose=0, validation_data=ds)
         results.append((history.history, model.base_model.get_weights()))
     (h_tuple, w_tuple), (h_dict, w_dict) = results
-    assert set(h_tuple) == set(h_dict) >= {
-        "loss",
-        "accuracy",
-        "scaled_adversarial_loss",
-        "val_loss",
-        "val_accuracy",
-        "val_scaled_adversarial_loss",
-    }
+    assert (
+        set(h_tuple)
+        == set(h_dict)
+        >= {
+            "loss",
+            "accuracy",
+            "scaled_adversarial_loss",
+            "val_loss",
+            "val_accuracy",
+            "val_scaled_adversarial_loss",
+        }
+    )
     for key in h_tuple:
         np.testing.assert_allclose(h_tuple[key], h_dict[key], rtol=1e-5)
     for a, b in zip(w_tuple, w_dict):
@@ -175,7 +179,9 @@ def test_perturb_on_batch_overrides_and_dict_format():
         _linear("sequential"), adv_config=AdvConfig(adv_step_size=0.1, adv_grad_norm="l2")
     )
     model.compile("sgd", loss=LOGITS_CE)
-    out = model.perturb_on_batch({"feature": X, "label": Y}, adv_step_size=0.2, adv_grad_norm="infinity")
+    out = model.perturb_on_batch(
+        {"feature": X, "label": Y}, adv_step_size=0.2, adv_grad_norm="infinity"
+    )
     assert sorted(out) == ["feature", "label"]
     np.testing.assert_allclose(out["feature"], X + 0.2 * HAND_DIRECTIONS["infinity"], atol=1e-6)
     with pytest.raises(ValueError, match="Unknown perturbation setting"):
@@ -253,7 +259,9 @@ def test_save_and_reload_round_trip_and_resume(tmp_path):
     restored = keras.models.load_model(path)  # safe mode, no custom_objects
     assert isinstance(restored, AdversarialRegularization)
     assert restored.adv_config == model.adv_config
-    np.testing.assert_allclose(restored.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6
+    )
     # Resuming continues from the same optimizer state: one more step gives the same weights.
     assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) > 0
     model.train_on_batch(X, Y)
@@ -268,7 +276,9 @@ def test_subclassed_base_round_trips(tmp_path):
     model.fit(X, Y, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(restored.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6
+    )
 
 
 def test_model_checkpoint_during_fit_and_base_export(tmp_path):
@@ -277,7 +287,9 @@ def test_model_checkpoint_during_fit_and_base_export(tmp_path):
     checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="loss")
     model.fit(X, Y, epochs=2, verbose=0, callbacks=[checkpoint])
     restored = keras.models.load_model(tmp_path / "best.keras")
-    np.testing.assert_allclose(restored.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6
+    )
     model.save_base_model(tmp_path / "base.keras")
     base = keras.models.load_model(tmp_path / "base.keras")
     assert not isinstance(base, AdversarialRegularization)
@@ -299,9 +311,13 @@ def test_get_config_from_config():
 
 # ---------------------------------------------------------------------------------- errors
 def test_error_unknown_norm_and_negative_step():
-    with pytest.raises(ValueError, match=r"`adv_grad_norm` must be one of .*Received: adv_grad_norm='L3'"):
+    with pytest.raises(
+        ValueError, match=r"`adv_grad_norm` must be one of .*Received: adv_grad_norm='L3'"
+    ):
         AdversarialRegularization(_linear("functional"), adv_config={"adv_grad_norm": "L3"})
-    with pytest.raises(ValueError, match=r"`adv_step_size` must be >= 0.0. Received: adv_step_size=-0.1"):
+    with pytest.raises(
+        ValueError, match=r"`adv_step_size` must be >= 0.0. Received: adv_step_size=-0.1"
+    ):
         AdversarialRegularization(_linear("functional"), adv_config={"adv_step_size": -0.1})
 
 
@@ -311,14 +327,18 @@ def test_error_pgd_epsilon_with_l1():
 
 
 def test_error_more_label_keys_than_outputs():
-    with pytest.raises(ValueError, match=r"more keys than `base_model` has outputs: 2 label keys for 1"):
+    with pytest.raises(
+        ValueError, match=r"more keys than `base_model` has outputs: 2 label keys for 1"
+    ):
         AdversarialRegularization(_linear("functional"), label_keys=("a", "b"))
 
 
 def test_error_label_key_missing_from_data():
     model = AdversarialRegularization(_linear("functional"), label_keys="digit")
     model.compile("sgd", loss=LOGITS_CE)
-    with pytest.raises(ValueError, match=r"label key\(s\) `label_keys=\['digit'\]`.*\['feature', 'label'\]"):
+    with pytest.raises(
+        ValueError, match=r"label key\(s\) `label_keys=\['digit'\]`.*\['feature', 'label'\]"
+    ):
         model.fit({"feature": X, "label": Y}, verbose=0)
 
 

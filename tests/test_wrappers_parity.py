@@ -13,7 +13,10 @@ import pytest
 import keras_advreg
 
 CASES = [
-    {"id": "linf", "config": {"multiplier": 0.2, "adv_step_size": 0.05, "adv_grad_norm": "infinity"}},
+    {
+        "id": "linf",
+        "config": {"multiplier": 0.2, "adv_step_size": 0.05, "adv_grad_norm": "infinity"},
+    },
     {"id": "l2", "config": {"multiplier": 0.5, "adv_step_size": 0.3, "adv_grad_norm": "l2"}},
     {"id": "l1", "config": {"multiplier": 0.3, "adv_step_size": 0.3, "adv_grad_norm": "l1"}},
     {
@@ -89,7 +92,13 @@ def nsl_reference(batch_and_weights, tmp_path_factory):
     script = Path(__file__).with_name("nsl_reference.py")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp / "in.npz"), str(tmp / "cases.json"), str(tmp / "out.npz")],
+        [
+            sys.executable,
+            str(script),
+            str(tmp / "in.npz"),
+            str(tmp / "cases.json"),
+            str(tmp / "out.npz"),
+        ],
         env=env,
         capture_output=True,
         text=True,
