@@ -115,8 +115,10 @@ def unpack_batch(
     if isinstance(data, list):
         data = tuple(data)
     if isinstance(data, tuple):
-        if 1 <= len(data) <= 3 and isinstance(data[0], Mapping) and all(
-            part is None for part in data[1:]
+        if (
+            1 <= len(data) <= 3
+            and isinstance(data[0], Mapping)
+            and all(part is None for part in data[1:])
         ):  # Keras hands `train_on_batch(dict)` over as `(dict, None, None)`
             return unpack_batch(data[0], label_keys, sample_weight_key)
         if len(data) == 1:
