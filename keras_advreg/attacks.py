@@ -432,6 +432,21 @@ _NO_LABELS = (
 )
 
 
+def _model_inputs(model: Any, x: Any) -> Any:
+    """Feature dicts -> what the model takes: its named inputs (one input: the tensor)."""
+    if not isinstance(x, Mapping):
+        return x
+    try:
+        names = [getattr(t, "name", None) for t in (model.inputs or [])]
+    except (AttributeError, ValueError):
+        return x
+    if names and all(name in x for name in names):
+        return x[names[0]] if len(names) == 1 else {name: x[name] for name in names}
+    if len(names) == 1 and len(x) == 1:
+        return next(iter(x.values()))
+    return x
+
+
 def _spec(value: Any) -> Any:
     def one(a):
         a = tf.convert_to_tensor(a)
@@ -446,20 +461,30 @@ def _loss_fn(head: _Head, label_mode: str, loss: Any) -> Callable:
         fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
         return lambda y, out: fn(y, out)
     if head.binary:
-        return lambda y, z: tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=tf.cast(tf.reshape(y, tf.shape(z)), z.dtype), logits=z
+        # softplus(-s * z), s = +-1: binary cross-entropy with a gradient that stays exact
+        # for confident examples (TF's sigmoid cross-entropy rounds it to 0).
+        return lambda y, z: tf.nn.softplus(
+            -(2.0 * tf.cast(tf.reshape(y, tf.shape(z)), z.dtype) - 1.0) * z
         )
     if head.output == "probabilities":
         if label_mode == "sparse":
             return keras.losses.sparse_categorical_crossentropy
         return keras.losses.categorical_crossentropy
-    if label_mode == "sparse":
-        return lambda y, z: tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(tf.reshape(y, [-1]), tf.int32), logits=z
-        )
-    return lambda y, z: tf.nn.softmax_cross_entropy_with_logits(
-        labels=tf.cast(y, z.dtype), logits=z
-    )
+
+    def cross_entropy(y, z):
+        """Cross-entropy as softplus(logsumexp_{j != y}(z_j - z_y)): the same value, but its
+        gradient stays exact where the softmax saturates (the usual `softmax - onehot`
+        rounds to 0 once p_y rounds to 1 in float32, which looks like gradient masking)."""
+        if label_mode == "categorical":
+            ids = tf.argmax(y, axis=-1, output_type=tf.int32)
+        else:
+            ids = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        is_label = tf.one_hot(ids, tf.shape(z)[-1], on_value=True, off_value=False)
+        z_y = tf.reduce_sum(tf.where(is_label, z, tf.zeros_like(z)), axis=-1, keepdims=True)
+        others = tf.where(is_label, tf.fill(tf.shape(z), tf.constant(-1e9, z.dtype)), z - z_y)
+        return tf.nn.softplus(tf.reduce_logsumexp(others, axis=-1))
+
+    return cross_entropy
 
 
 class _CompiledAttack:
@@ -530,8 +555,14 @@ class _CompiledAttack:
         grads = tape.gradient(loss, floats)
         grads = [tf.zeros_like(f) if g is None else g for f, g in zip(floats, grads, strict=True)]
         flat = [tf.reshape(tf.abs(g), [tf.shape(g)[0], -1]) for g in grads]
-        peak = tf.add_n([tf.reduce_max(g, axis=1) for g in flat])
-        return out, grads, tf.reduce_sum(tf.cast(peak == 0, tf.int32))
+        peak = tf.reduce_max(tf.stack([tf.reduce_max(g, axis=1) for g in flat]), axis=0)
+        zero = tf.reduce_sum(tf.cast(peak == 0, tf.int32))
+        if self.spec.norm != "infinity":
+            # Same direction, but NSL's l2 normalization divides by max(norm, 1e-6): scale
+            # tiny gradients up first so that confident examples still move by epsilon.
+            scale = tf.where(peak > 0, 1.0 / peak, tf.ones_like(peak))
+            grads = [g * tf.reshape(scale, [-1] + [1] * (g.shape.rank - 1)) for g in grads]
+        return out, grads, zero
 
     def _attack(self, x, y, eps, steps):
         """Returns clean scores, adversarial float features per epsilon and zero-gradient count."""
@@ -907,6 +938,8 @@ def evaluate_robustness(
     max_examples = _check_positive_int("max_examples", max_examples, allow_none=True)
     start = time.perf_counter()
     batches = _batches(data, batch_size, label_keys, sample_weight_key, max_examples)
+    target = _attack_target(model)
+    batches = ((_model_inputs(target, x), y) for x, y in batches)
     first = next(batches, None)
     if first is None:
         raise ValueError("`data` is empty: there is nothing to evaluate.")
@@ -1008,7 +1041,7 @@ def generate_adversarial_examples(
         clip_value_min,
         clip_value_max,
     )
-    x, y = _as_floatx(x), np.asarray(y)
+    x, y = _model_inputs(_attack_target(model), _as_floatx(x)), np.asarray(y)
     compiled = _compiled(model, spec, x, y, loss)
     _check_labels(y, compiled)
     out = compiled.examples(
