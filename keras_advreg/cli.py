@@ -1,0 +1,466 @@
+"""The `keras-advreg` command: the MNIST tutorial end to end, and robustness of a saved model.
+
+```
+keras-advreg demo [--epochs 5] [--manual-dir DIR] [--output-dir outputs/demo] ...
+keras-advreg evaluate MODEL.keras --dataset mnist|PATH.npz [--epsilons 0.05,0.1,0.2,0.3]
+                      [--attack fgsm|pgd] [--norm infinity|l2|l1] [--output-dir DIR] ...
+```
+
+User errors (a missing or corrupt model file, data that does not fit the
+model, bad option values) print `keras-advreg: error: ...` to stderr and exit
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import zipfile
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+PROG = "keras-advreg"
+EXIT_USAGE = 2
+EVALUATE_EPSILONS = (0.05, 0.1, 0.2, 0.3)
+EVALUATE_RESULTS_FILE = "robustness.json"
+EVALUATE_CURVE_FILE = "accuracy_vs_epsilon.png"
+
+
+class UserError(Exception):
+    """An error in what the user asked for: reported in one line, without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every error reported as `keras-advreg: error: ...` (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- argument types
+def parse_epsilons(text: str) -> tuple[float, ...]:
+    """Parses `"0.05,0.1,0.2"` into `(0.05, 0.1, 0.2)`.
+
+    Raises:
+        argparse.ArgumentTypeError: For an empty list, a non-numeric,
+            non-finite, negative or repeated value.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.05,0.1,0.2. Received: {text!r}"
+        )
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers such as 0.05,0.1,0.2; {part!r} is not a "
+                f"number. Received: {text!r}"
+            ) from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(
+                f"epsilons must be finite numbers >= 0; got {part!r}. Received: {text!r}"
+            )
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"epsilons must not repeat. Received: {text!r}")
+    return tuple(values)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1. Received: {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0. Received: {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number. Received: {text!r}")
+    return value
+
+
+def _norm(text: str) -> str:
+    from keras_advreg.config import normalize_norm
+
+    try:
+        return normalize_norm(text, "norm")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected one of 'infinity', 'l2', 'l1'. Received: {text!r}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- the parser
+def build_parser() -> argparse.ArgumentParser:
+    """The `keras-advreg` argument parser (subcommands `demo` and `evaluate`)."""
+    from keras_advreg.demo import CURVE_EPSILONS, EVAL_BATCH_SIZE
+    from keras_advreg.version import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Adversarial regularization and robustness evaluation for Keras 3.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data-dir",
+        help="tfds data folder (default: tfds' own, ~/tensorflow_datasets).",
+    )
+    data.add_argument(
+        "--manual-dir",
+        help="folder with the four original MNIST .gz files, to build MNIST offline "
+        "(default: tfds downloads it).",
+    )
+    data.add_argument("--quiet", action="store_true", help="no progress bars.")
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[data],
+        help="reproduce NSL's adversarial-regularization tutorial on MNIST",
+        description="Train the tutorial's CNN plainly and with adversarial regularization "
+        "(multiplier 0.2, FGSM step 0.2, l-inf) on MNIST, then measure clean, perturbed "
+        "(FGSM 0.2 generated on the base model) and white-box accuracy of both.",
+    )
+    demo.add_argument("--epochs", type=_positive_int, default=5, help="default: 5.")
+    demo.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32.")
+    demo.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        help="train on the first N training examples (default: all 60000).",
+    )
+    demo.add_argument(
+        "--test-subset",
+        type=_positive_int,
+        help="evaluate on the first N test examples (default: all 10000).",
+    )
+    demo.add_argument("--output-dir", default="outputs/demo", help="default: outputs/demo.")
+    demo.add_argument(
+        "--epsilons",
+        type=parse_epsilons,
+        default=CURVE_EPSILONS,
+        help="epsilons of the accuracy-vs-epsilon curve "
+        f"(default: {','.join(f'{e:g}' for e in CURVE_EPSILONS)}).",
+    )
+    demo.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0.")
+    demo.add_argument(
+        "--save-models",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="save base.keras and adv-regularized.keras in the output folder (default: yes).",
+    )
+    demo.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the figures; needs matplotlib (default: yes).",
+    )
+    demo.set_defaults(handler=_run_demo)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[data],
+        help="measure the robustness of a saved Keras model",
+        description="Load a .keras model (safe mode: no code from the file is run) and "
+        "measure its accuracy under white-box FGSM or PGD attacks.",
+    )
+    evaluate.add_argument("model", help="the model file (.keras).")
+    evaluate.add_argument(
+        "--dataset",
+        default="mnist",
+        help="'mnist' (the tfds test split) or a .npz file with arrays x and y (default: mnist).",
+    )
+    evaluate.add_argument(
+        "--epsilons",
+        type=parse_epsilons,
+        default=EVALUATE_EPSILONS,
+        help=f"default: {','.join(f'{e:g}' for e in EVALUATE_EPSILONS)}.",
+    )
+    evaluate.add_argument("--attack", choices=("fgsm", "pgd"), default="fgsm")
+    evaluate.add_argument(
+        "--norm", type=_norm, default="infinity", help="infinity, l2 or l1 (default: infinity)."
+    )
+    evaluate.add_argument("--pgd-steps", type=_positive_int, default=10, help="default: 10.")
+    evaluate.add_argument(
+        "--pgd-step-size", type=_float, help="default: 2.5 * epsilon / pgd-steps."
+    )
+    evaluate.add_argument(
+        "--clip-min",
+        type=_float,
+        help="lower bound of perturbed inputs (default: 0 for mnist, none for .npz).",
+    )
+    evaluate.add_argument(
+        "--clip-max",
+        type=_float,
+        help="upper bound of perturbed inputs (default: 1 for mnist, none for .npz).",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=_positive_int, default=EVAL_BATCH_SIZE, help="default: 256."
+    )
+    evaluate.add_argument(
+        "--max-examples", type=_positive_int, help="evaluate the first N examples only."
+    )
+    evaluate.add_argument(
+        "--output-dir",
+        default="outputs/evaluate",
+        help=f"where {EVALUATE_RESULTS_FILE} and the curve go (default: outputs/evaluate).",
+    )
+    evaluate.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the accuracy-vs-epsilon curve; needs matplotlib (default: yes).",
+    )
+    evaluate.set_defaults(handler=_run_evaluate)
+    return parser
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs `keras-advreg` with `argv` (default: `sys.argv[1:]`); returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        return args.handler(args)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from keras_advreg import demo
+
+    config = demo.DemoConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+        output_dir=args.output_dir,
+        epsilons=args.epsilons,
+        seed=args.seed,
+        save_models=args.save_models,
+        plots=args.plots,
+        verbose=0 if args.quiet else 1,
+    )
+    try:  # user errors show up here, before any training
+        if config.plots:
+            demo.check_plotting()
+        data = demo.load_demo_data(config)
+    except (ValueError, ImportError, OSError) as e:
+        raise UserError(str(e)) from None
+    results = demo.run_demo(config, data=data)
+    if args.quiet:  # the table is the demo's result: always print it
+        print(demo.format_table(results))
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from keras_advreg import demo
+
+    if args.plots and args.output_dir:
+        try:
+            demo.check_plotting()
+        except ImportError as e:
+            raise UserError(str(e)) from None
+    model = load_model(args.model)
+    x, y, dataset = load_dataset(args)
+    check_input_shape(model, x)
+    is_mnist = dataset == "mnist"
+    clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
+    clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
+    title = None if args.quiet else f"{args.attack.upper()} ({args.norm}) on {len(y)} examples"
+    try:
+        report = demo.robustness(
+            model,
+            x,
+            y,
+            args.epsilons,
+            attack=args.attack,
+            norm=args.norm,
+            pgd_steps=args.pgd_steps,
+            pgd_step_size=args.pgd_step_size,
+            clip_value_min=clip_min,
+            clip_value_max=clip_max,
+            batch_size=args.batch_size,
+            title=title,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(report)
+    if args.output_dir:
+        _write_evaluation(args, report, dataset)
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate's pieces
+def load_model(path: str):
+    """`keras.models.load_model(path, safe_mode=True)`, with one-line errors."""
+    import keras
+
+    import keras_advreg  # noqa: F401  (registers AdversarialRegularization for loading)
+
+    if not os.path.exists(path):
+        raise UserError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(
+            f"{path} is a folder; expected a .keras model file (a SavedModel folder cannot "
+            "be loaded by keras.models.load_model in Keras 3)"
+        )
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
+        kind = "corrupt or not a Keras model file" if _is_bad_zip(e, path) else "could not load"
+        raise UserError(f"{kind}: {path}: {e}") from None
+
+
+def _is_bad_zip(error: Exception, path: str) -> bool:
+    if isinstance(error, zipfile.BadZipFile):
+        return True
+    return path.endswith(".keras") and not zipfile.is_zipfile(path)
+
+
+def load_dataset(args: argparse.Namespace):
+    """Returns `(x, y, name)`: the MNIST test split, or arrays `x` and `y` of a `.npz` file."""
+    import numpy as np
+
+    dataset = args.dataset
+    if dataset == "mnist":
+        from keras_advreg.demo import load_mnist_test
+
+        try:
+            x, y = load_mnist_test(
+                take=args.max_examples, data_dir=args.data_dir, manual_dir=args.manual_dir
+            )
+        except (ValueError, ImportError, OSError) as e:
+            raise UserError(str(e)) from None
+        return x, y, "mnist"
+    if not dataset.endswith(".npz"):
+        raise UserError(
+            "`--dataset` must be 'mnist' or the path of a .npz file with arrays x and y. "
+            f"Received: --dataset {dataset}"
+        )
+    if not os.path.isfile(dataset):
+        raise UserError(f"dataset file not found: {dataset}")
+    try:
+        with np.load(dataset, allow_pickle=False) as npz:
+            missing = [k for k in ("x", "y") if k not in npz.files]
+            if missing:
+                raise UserError(
+                    f"{dataset} must hold arrays 'x' and 'y'; missing {missing}. "
+                    f"Found: {sorted(npz.files)}"
+                )
+            x, y = npz["x"], npz["y"]
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise UserError(f"could not read {dataset}: {e}") from None
+    if len(x) != len(y):
+        raise UserError(
+            f"{dataset}: x and y must have as many examples; x has {len(x)}, y has {len(y)}"
+        )
+    if len(y) == 0:
+        raise UserError(f"{dataset} holds no examples")
+    if np.issubdtype(x.dtype, np.unsignedinteger):  # images stored as bytes, as tfds does
+        x = x.astype("float32") / float(np.iinfo(x.dtype).max)
+    elif np.issubdtype(x.dtype, np.floating):
+        x = x.astype("float32")
+    else:
+        raise UserError(
+            f"{dataset}: x must hold floating-point numbers (or unsigned-integer images, "
+            f"scaled to [0, 1]). Received x of dtype {x.dtype}"
+        )
+    if args.max_examples is not None:
+        x, y = x[: args.max_examples], y[: args.max_examples]
+    return x, y, dataset
+
+
+def check_input_shape(model: Any, x: Any) -> None:
+    """Raises `UserError` when the examples do not fit the model's input."""
+    expected = _input_shape(model)
+    received = tuple(x.shape[1:])
+    if expected is not None:
+        fits = len(expected) == len(received) and all(
+            e is None or e == r for e, r in zip(expected, received, strict=True)
+        )
+        if fits:
+            return
+    else:  # a subclassed model: only a call can tell
+        try:
+            model(x[:1], training=False)
+            return
+        except Exception:  # noqa: BLE001 - any failure here means the data does not fit
+            pass
+    shown = "unknown" if expected is None else str((None, *expected))
+    raise UserError(
+        f"the model's input shape {shown} does not match the data: examples of shape "
+        f"{received} (data shape {tuple(x.shape)})"
+    )
+
+
+def _input_shape(model: Any) -> tuple | None:
+    target = getattr(model, "base_model", model)
+    try:
+        inputs = target.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape[1:])
+
+
+def _write_evaluation(args: argparse.Namespace, report: Any, dataset: str) -> None:
+    os.makedirs(args.output_dir, exist_ok=True)
+    results = {
+        "model": os.path.abspath(args.model),
+        "dataset": dataset,
+        **report.to_dict(),
+    }
+    path = os.path.join(args.output_dir, EVALUATE_RESULTS_FILE)
+    written = [path]
+    if args.plots:
+        from keras_advreg import plotting
+
+        curve = os.path.join(args.output_dir, EVALUATE_CURVE_FILE)
+        plotting.plot_accuracy_vs_epsilon(
+            {os.path.basename(args.model): report},
+            curve,
+            title=f"{report.attack.upper()} ({report.norm}) on {dataset}",
+        )
+        written.append(curve)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=str)
+        f.write("\n")
+    print(f"Wrote {', '.join(written)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,594 @@
+"""The NSL adversarial-regularization tutorial on MNIST, as reusable functions.
+
+This is the flow of NSL's "Adversarial regularization for image classification"
+tutorial on Keras 3: the tutorial's CNN trained plainly ("base") and with
+adversarial regularization ("adv-regularized": multiplier 0.2, FGSM step 0.2,
+l-inf), then both measured on the test set:
+
+- `clean_accuracy`: accuracy on the unperturbed test images;
+- `perturbed_accuracy`: accuracy on FGSM (epsilon 0.2, l-inf) examples
+  generated on the *base* model and clipped to `[0, 1]`, the tutorial's own
+  measurement (the same perturbed images for both models);
+- `whitebox_accuracy`: accuracy on FGSM examples generated on the model
+  itself (`keras_advreg.evaluate_robustness`).
+
+`keras-advreg demo` (see `keras_advreg.cli`) and `examples/mnist_adversarial.py`
+both run `run_demo`. Loading MNIST needs `tensorflow-datasets`
+(`pip install "keras-advreg[datasets]"`); the figures need matplotlib
+(`pip install "keras-advreg[plot]"`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_advreg.adapters import load_tfds
+from keras_advreg.attacks import (
+    RobustnessReport,
+    evaluate_robustness,
+    generate_adversarial_examples,
+)
+from keras_advreg.config import AdvConfig
+from keras_advreg.version import __version__
+from keras_advreg.wrappers import AdversarialRegularization
+
+#: The tutorial's adversarial-regularization hyperparameters.
+TUTORIAL_ADV_CONFIG = AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
+#: Epsilon of the tutorial's perturbed-accuracy measurement (FGSM, l-inf).
+PERTURBED_EPSILON = 0.2
+#: Epsilons of the accuracy-vs-epsilon curve.
+CURVE_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+#: Names of the two models, as in the tutorial.
+BASE, ADV = "base", "adv-regularized"
+#: Batch size of the robustness evaluation (also `keras-advreg evaluate`'s default).
+EVAL_BATCH_SIZE = 256
+#: Files written to the output folder.
+RESULTS_FILE = "results.json"
+GRID_FILE = "perturbed_examples.png"
+CURVE_FILE = "accuracy_vs_epsilon.png"
+MODEL_FILES = {BASE: "base.keras", ADV: "adv-regularized.keras"}
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Settings of `run_demo` (the options of `keras-advreg demo`).
+
+    Args:
+        epochs: int. Training epochs of each model. Defaults to `5`.
+        batch_size: int. Training batch size. Defaults to `32`.
+        train_subset: int or None. Train on the first this many training
+            examples. Defaults to `None` (all 60000).
+        test_subset: int or None. Evaluate on the first this many test
+            examples. Defaults to `None` (all 10000).
+        data_dir: str or None. tfds data folder. Defaults to `None` (tfds'
+            default, `~/tensorflow_datasets`).
+        manual_dir: str or None. Folder with the four original MNIST `.gz`
+            files, to build the dataset offline. Defaults to `None` (tfds
+            downloads MNIST).
+        output_dir: str or None. Where the results, figures and models go;
+            `None` writes nothing. Defaults to `"outputs/demo"`.
+        epsilons: tuple of float. Epsilons of the accuracy-vs-epsilon curve.
+            Defaults to `CURVE_EPSILONS`.
+        seed: int. Random seed (weights and data order). Defaults to `0`.
+        save_models: bool. Save `base.keras` and `adv-regularized.keras` (the
+            regularized model's base model, a plain Keras model) in
+            `output_dir`. Defaults to `True`.
+        plots: bool. Write the figures (needs matplotlib). Defaults to `True`.
+        verbose: int. `0` silent, `1` progress bars and the table. Defaults
+            to `1`.
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    train_subset: int | None = None
+    test_subset: int | None = None
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    output_dir: str | None = "outputs/demo"
+    epsilons: tuple[float, ...] = CURVE_EPSILONS
+    seed: int = 0
+    save_models: bool = True
+    plots: bool = True
+    verbose: int = 1
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "epsilons": list(self.epsilons)}
+
+
+# --------------------------------------------------------------------------- model and data
+def build_base_cnn(
+    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, input_name: str = "image"
+) -> keras.Model:
+    """The tutorial's CNN: three 3x3 convolutions with max-pooling, Dense(64), logits.
+
+    Args:
+        input_shape: tuple of int. Image shape. Defaults to `(28, 28, 1)`.
+        num_classes: int. Number of classes. Defaults to `10`.
+        input_name: str. Name of the `Input` (the tutorial's feature key).
+            Defaults to `"image"`.
+
+    Returns:
+        An uncompiled functional `keras.Model` producing logits.
+
+    Example:
+
+    >>> build_base_cnn().output.shape
+    (None, 10)
+    """
+    inputs = keras.Input(tuple(input_shape), name=input_name)
+    x = keras.layers.Conv2D(32, (3, 3), activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D((2, 2))(x)
+    x = keras.layers.Conv2D(64, (3, 3), activation="relu")(x)
+    x = keras.layers.MaxPooling2D((2, 2))(x)
+    x = keras.layers.Conv2D(64, (3, 3), activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes)(x)
+    return keras.Model(inputs, outputs, name="base_cnn")
+
+
+def compile_tutorial(model: keras.Model) -> keras.Model:
+    """Compiles as the tutorial does: adam, sparse cross-entropy on logits, accuracy."""
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def load_mnist_train(
+    *,
+    batch_size: int = 32,
+    take: int | None = None,
+    seed: int | None = 0,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+) -> tf.data.Dataset:
+    """The shuffled, batched MNIST training set of `(image, label)` (images in `[0, 1]`)."""
+    return load_tfds(
+        "mnist",
+        split="train",
+        batch_size=batch_size,
+        take=take,
+        seed=seed,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+    )
+
+
+def load_mnist_test(
+    *,
+    take: int | None = None,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST test set in its published order, as float32 images in `[0, 1]` and labels."""
+    ds = load_tfds(
+        "mnist",
+        split="test",
+        batch_size=1000,
+        take=take,
+        shuffle=False,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+    )
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ds), strict=True)
+    return np.concatenate(xs).astype("float32"), np.concatenate(ys).astype("int64")
+
+
+def train_models(
+    make_train_data: Callable[[], Any],
+    *,
+    epochs: int = 5,
+    adv_config: AdvConfig = TUTORIAL_ADV_CONFIG,
+    seed: int = 0,
+    verbose: int = 1,
+) -> tuple[dict[str, keras.Model], dict[str, dict]]:
+    """Trains the base CNN and the adversarially regularised one from the same initial weights.
+
+    Args:
+        make_train_data: Callable returning the training data (a fresh
+            dataset per model, so that both see the same order).
+        epochs: int. Epochs per model. Defaults to `5`.
+        adv_config: AdvConfig. Defaults to the tutorial's.
+        seed: int. Seed set before each model is built. Defaults to `0`.
+        verbose: int. Keras `fit` verbosity. Defaults to `1`.
+
+    Returns:
+        `(models, training)`: `{"base": model, "adv-regularized": wrapper}`
+        and, per model, the seconds taken and the last epoch's logs.
+    """
+    models: dict[str, keras.Model] = {}
+    training: dict[str, dict] = {}
+    for name in (BASE, ADV):
+        keras.utils.set_random_seed(seed)
+        model = build_base_cnn()
+        if name == ADV:
+            model = AdversarialRegularization(model, adv_config=adv_config)
+        compile_tutorial(model)
+        if verbose:
+            print(f"\nTraining the {name} model ({epochs} epoch(s))")
+        start = time.perf_counter()
+        # The dataset is shuffled already (tf.data); `shuffle=False` only silences a warning.
+        history = model.fit(make_train_data(), epochs=epochs, verbose=verbose, shuffle=False)
+        seconds = time.perf_counter() - start
+        last = {k: float(v[-1]) for k, v in history.history.items()}
+        models[name] = model
+        training[name] = {"seconds": seconds, "final_logs": last}
+    return models, training
+
+
+# --------------------------------------------------------------------------- measurements
+def batches_with_progress(
+    x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH_SIZE, title: str | None = None
+) -> tf.data.Dataset:
+    """`(x, y)` as a dataset of batches that advances a Keras progress bar as it is read.
+
+    With `title=None` there is no bar. The batches are exactly those
+    `evaluate_robustness` makes from arrays with the same `batch_size`, so the
+    numbers do not depend on whether a bar is shown.
+    """
+    x = np.asarray(x, keras.config.floatx()) if np.issubdtype(x.dtype, np.floating) else x
+    n = len(y)
+    steps = max(1, -(-n // batch_size))
+
+    def generate():
+        bar = keras.utils.Progbar(steps, unit_name="batch") if title else None
+        if title:
+            print(title)
+        for i, start in enumerate(range(0, n, batch_size)):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+            if bar is not None:
+                bar.update(i + 1)
+
+    signature = (
+        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
+        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
+    )
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+def robustness(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    epsilons: Sequence[float],
+    *,
+    attack: str = "fgsm",
+    norm: str = "infinity",
+    clip_value_min: Any = 0.0,
+    clip_value_max: Any = 1.0,
+    batch_size: int = EVAL_BATCH_SIZE,
+    title: str | None = None,
+    **kwargs: Any,
+) -> RobustnessReport:
+    """`evaluate_robustness` on arrays, with an optional progress bar titled `title`."""
+    data = batches_with_progress(x, y, batch_size, title)
+    return evaluate_robustness(
+        model,
+        data,
+        epsilons=tuple(epsilons),
+        attack=attack,
+        norm=norm,
+        clip_value_min=clip_value_min,
+        clip_value_max=clip_value_max,
+        batch_size=batch_size,
+        **kwargs,
+    )
+
+
+def transfer_accuracy(
+    source: keras.Model,
+    models: Mapping[str, keras.Model],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epsilon: float = PERTURBED_EPSILON,
+    norm: str = "infinity",
+    batch_size: int = EVAL_BATCH_SIZE,
+    keep: int = 32,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Accuracy of `models` on FGSM examples generated on `source`, clipped to `[0, 1]`.
+
+    The tutorial's measurement: the perturbation comes from the base model's
+    gradient and every model is scored on the same perturbed images.
+
+    Returns:
+        `(accuracy, sample)`: `{name: accuracy}` and the first `keep`
+        perturbed images with their labels (`"image"`, `"label"`) and each
+        model's predictions (under the model's name), for the grid.
+    """
+    correct = dict.fromkeys(models, 0)
+    sample: dict[str, np.ndarray] = {}
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        x_adv, _, _ = generate_adversarial_examples(
+            source,
+            xb,
+            yb,
+            epsilon=epsilon,
+            attack="fgsm",
+            norm=norm,
+            clip_value_min=0.0,
+            clip_value_max=1.0,
+        )
+        predictions = {}
+        for name, model in models.items():
+            target = getattr(model, "base_model", model)
+            logits = target(x_adv, training=False)
+            predictions[name] = np.argmax(np.asarray(logits), axis=-1)
+            correct[name] += int(np.sum(predictions[name] == yb))
+        if not sample:
+            sample = {"image": x_adv[:keep], "label": yb[:keep]}
+            sample.update({name: p[:keep] for name, p in predictions.items()})
+    accuracy = {name: c / len(y) for name, c in correct.items()}
+    return accuracy, sample
+
+
+# --------------------------------------------------------------------------- the whole flow
+def versions() -> dict[str, str]:
+    """Versions of Python, TensorFlow, Keras, NSL and keras_advreg."""
+    from keras_advreg._nsl import nsl
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "neural_structured_learning": getattr(nsl, "__version__", "unknown"),
+        "keras_advreg": __version__,
+        "platform": platform.platform(),
+    }
+
+
+@dataclasses.dataclass
+class DemoData:
+    """The demo's data: a factory of training datasets and the test arrays."""
+
+    make_train: Callable[[], tf.data.Dataset]
+    train_size: int
+    x_test: np.ndarray
+    y_test: np.ndarray
+    seconds: float = 0.0
+
+
+def load_demo_data(config: DemoConfig) -> DemoData:
+    """Loads (preparing once with tfds) MNIST as `config` asks."""
+    start = time.perf_counter()
+    data_kwargs = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
+    x_test, y_test = load_mnist_test(take=config.test_subset, **data_kwargs)
+
+    def make_train(batch_size: int | None = config.batch_size) -> tf.data.Dataset:
+        return load_mnist_train(
+            batch_size=batch_size, take=config.train_subset, seed=config.seed, **data_kwargs
+        )
+
+    train_size = int(make_train(batch_size=None).cardinality())
+    return DemoData(make_train, train_size, x_test, y_test, time.perf_counter() - start)
+
+
+def check_plotting() -> None:
+    """Raises `ImportError` (with the pip command) when the figures cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401  (keras_advreg.plotting imports it when drawing)
+    except ImportError as error:
+        raise ImportError(
+            'The figures need matplotlib: pip install "keras-advreg[plot]" (or pass '
+            "--no-plots / plots=False)."
+        ) from error
+
+
+def run_demo(
+    config: DemoConfig | None = None, data: DemoData | None = None, **overrides: Any
+) -> dict:
+    """Runs the tutorial end to end and returns the results (also written to `output_dir`).
+
+    Args:
+        config: DemoConfig. Defaults to `DemoConfig()`.
+        data: DemoData. Data loaded beforehand with `load_demo_data(config)`.
+            Defaults to `None` (loaded here).
+        **overrides: Fields of `DemoConfig` to change.
+
+    Returns:
+        The dict written to `results.json`: `models` holds, for `"base"` and
+        `"adv-regularized"`, `clean_accuracy`, `perturbed_accuracy` and
+        `whitebox_accuracy`; `curve` the accuracy per epsilon; plus the
+        configuration, versions, data sizes, timings and written files.
+
+    Example:
+
+    ```python
+    results = run_demo(epochs=1, train_subset=5000, test_subset=1000,
+                       manual_dir="../shared/data/mnist", output_dir="/tmp/demo")
+    print(format_table(results))
+    ```
+    """
+    config = dataclasses.replace(config or DemoConfig(), **overrides)
+    verbose = config.verbose
+    if config.plots and config.output_dir is not None:
+        check_plotting()  # fail before training when matplotlib is missing
+    keras.utils.set_random_seed(config.seed)
+    data = data or load_demo_data(config)
+    x_test, y_test, train_size = data.x_test, data.y_test, data.train_size
+    timings: dict[str, float] = {"load_data": data.seconds}
+    if verbose:
+        print(f"MNIST: {train_size} training and {len(y_test)} test examples")
+
+    models, training = train_models(
+        data.make_train,
+        epochs=config.epochs,
+        seed=config.seed,
+        verbose=verbose,
+    )
+    for name in models:
+        timings[f"train_{name}"] = training[name]["seconds"]
+
+    start = time.perf_counter()
+    perturbed, sample = transfer_accuracy(models[BASE], models, x_test, y_test)
+    timings["perturbed_accuracy"] = time.perf_counter() - start
+
+    epsilons = tuple(sorted(set(config.epsilons) | {PERTURBED_EPSILON}))
+    reports: dict[str, RobustnessReport] = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        title = f"\nWhite-box FGSM on the {name} model" if verbose else None
+        reports[name] = robustness(model, x_test, y_test, epsilons, title=title)
+        timings[f"whitebox_{name}"] = time.perf_counter() - start
+
+    results = {
+        "models": {
+            name: {
+                "clean_accuracy": reports[name].clean_accuracy,
+                "perturbed_accuracy": perturbed[name],
+                "whitebox_accuracy": reports[name].accuracy[PERTURBED_EPSILON],
+            }
+            for name in models
+        },
+        "curve": {
+            name: {f"{eps:g}": acc for eps, acc in reports[name].accuracy.items()}
+            for name in models
+        },
+        "measurements": {
+            "clean_accuracy": "accuracy on the test set",
+            "perturbed_accuracy": (
+                f"FGSM l-inf epsilon {PERTURBED_EPSILON:g} generated on the base model, "
+                "clipped to [0, 1], applied to each model (the tutorial's measurement)"
+            ),
+            "whitebox_accuracy": (
+                f"FGSM l-inf epsilon {PERTURBED_EPSILON:g} generated on each model itself, "
+                "clipped to [0, 1] (keras_advreg.evaluate_robustness)"
+            ),
+        },
+        "adv_config": TUTORIAL_ADV_CONFIG.get_config(),
+        "config": config.to_dict(),
+        "data": {"train_examples": train_size, "test_examples": int(len(y_test))},
+        "reports": {name: report.to_dict() for name, report in reports.items()},
+        "training": training,
+        "versions": versions(),
+        "timings_seconds": timings,
+        "files": {},
+    }
+    if config.output_dir is not None:
+        results["files"] = write_outputs(results, models, sample, reports, config)
+    if verbose:
+        print("\n" + format_table(results))
+        if results["files"]:
+            print(f"\nWrote {', '.join(results['files'].values())}")
+    return results
+
+
+def write_outputs(
+    results: dict,
+    models: Mapping[str, keras.Model],
+    sample: Mapping[str, np.ndarray],
+    reports: Mapping[str, RobustnessReport],
+    config: DemoConfig,
+) -> dict[str, str]:
+    """Writes the models, the figures and `results.json`; returns what was written."""
+    out = config.output_dir
+    os.makedirs(out, exist_ok=True)
+    files: dict[str, str] = {}
+    if config.save_models:
+        for name, model in models.items():
+            path = os.path.join(out, MODEL_FILES[name])
+            if isinstance(model, AdversarialRegularization):
+                model.save_base_model(path)
+            else:
+                model.save(path)
+            files[f"model_{name}"] = path
+    if config.plots:
+        files.update(_write_figures(out, sample, reports))
+    path = os.path.join(out, RESULTS_FILE)
+    files["results"] = path
+    results["files"] = files
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=_json_default)
+        f.write("\n")
+    return files
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _plotting():
+    from keras_advreg import plotting
+
+    return plotting
+
+
+def _write_figures(out: str, sample: Mapping[str, np.ndarray], reports) -> dict[str, str]:
+    plotting = _plotting()
+    files = {}
+    grid = os.path.join(out, GRID_FILE)
+    plotting.plot_perturbed_examples(
+        sample["image"],
+        sample["label"],
+        {"base": sample[BASE], "adv": sample[ADV]},
+        grid,
+        max_examples=len(sample["label"]),
+        columns=4,  # the tutorial's layout
+    )
+    files["perturbed_examples"] = grid
+    curve = os.path.join(out, CURVE_FILE)
+    plotting.plot_accuracy_vs_epsilon(
+        dict(reports), curve, title="MNIST test set, white-box FGSM (l-inf)"
+    )
+    files["accuracy_vs_epsilon"] = curve
+    return files
+
+
+def format_table(results: Mapping) -> str:
+    """The results table: model | clean | perturbed | white-box."""
+    eps = f"{PERTURBED_EPSILON:g}"
+    header = (
+        "model",
+        "clean",
+        f"perturbed (FGSM {eps} on base)",
+        f"white-box (FGSM {eps} on itself)",
+    )
+    rows = [
+        (
+            name,
+            f"{m['clean_accuracy']:.4f}",
+            f"{m['perturbed_accuracy']:.4f}",
+            f"{m['whitebox_accuracy']:.4f}",
+        )
+        for name, m in results["models"].items()
+    ]
+    return _table(header, rows)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def main() -> None:  # pragma: no cover - `python -m keras_advreg.demo`
+    from keras_advreg.cli import main as cli_main
+
+    sys.exit(cli_main(["demo", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
