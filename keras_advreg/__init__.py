@@ -7,15 +7,12 @@ and a keras-tuner builder (`keras_advreg.tuning`).
 
 # Importing NSL through the shim first makes a later `import neural_structured_learning` work too.
 from keras_advreg import _nsl  # noqa: F401  (isort: keep first)
-from keras_advreg.adapters import load_tfds, to_dict, to_tuple
-from keras_advreg.attacks import (
-    RobustnessReport,
-    check_attack_strength,
-    evaluate_robustness,
-    generate_adversarial_examples,
-)
+from keras_advreg.adapters import to_dict, to_tuple
+from keras_advreg.attacks import generate_adversarial_examples
 from keras_advreg.callbacks import AdversarialRobustnessCallback
 from keras_advreg.config import AdvConfig, make_adv_reg_config
+from keras_advreg.datasets import load_tfds
+from keras_advreg.robustness import RobustnessReport, check_attack_strength, evaluate_robustness
 from keras_advreg.version import __version__
 from keras_advreg.wrappers import AdversarialRegularization
 

@@ -12,14 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.attacks import (
-    AttackSpec,
-    RobustnessReport,
-    _check_positive_int,
-    _format_eps,
-    evaluate_robustness,
-    generate_adversarial_examples,
-)
+from keras_advreg.attacks import AttackSpec, _check_positive_int, generate_adversarial_examples
+from keras_advreg.robustness import RobustnessReport, _format_eps, evaluate_robustness
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

@@ -33,13 +33,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.adapters import load_tfds
-from keras_advreg.attacks import (
-    RobustnessReport,
-    evaluate_robustness,
-    generate_adversarial_examples,
-)
+from keras_advreg.attacks import generate_adversarial_examples
 from keras_advreg.config import AdvConfig
+from keras_advreg.datasets import load_tfds
+from keras_advreg.robustness import RobustnessReport, evaluate_robustness
 from keras_advreg.version import __version__
 from keras_advreg.wrappers import AdversarialRegularization
 

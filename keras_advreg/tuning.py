@@ -553,8 +553,9 @@ def objective(kind: str = "robust") -> Any:
 
     Example:
 
-    >>> objective("robust")
-    Objective(name="val_adv_accuracy", direction="max")
+    >>> spec = objective("robust")
+    >>> spec.name, spec.direction
+    ('val_adv_accuracy', 'max')
     """
     names = {"robust": ADV_ACCURACY, "clean_adv": CLEAN_ADV_ACCURACY}
     if kind not in names:

@@ -1,4 +1,8 @@
-"""Shared fixtures: seeds, tiny models of the three Keras kinds, and real MNIST from ../shared."""
+"""Shared fixtures and helpers: seeds, tiny models, a linear classifier and real MNIST.
+
+Tiny models of the three Keras kinds, a hand-computable linear classifier (exact attack
+values), dataset comparison helpers, and real MNIST from ../shared.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(
@@ -123,3 +128,49 @@ def make_model(kind: str, input_shape=(4,), num_classes=3, hidden=8, input_name=
 
 
 MODEL_KINDS = ("sequential", "functional", "subclassed")
+
+
+# --------------------------------------------------------------------------- a linear classifier
+# Linear model: z0 = 0, z1 = 2*x1 - x2, so d = w1 - w0 = (2, -1) and the margin of an
+# example is |2*x1 - x2|. FGSM of radius eps moves every example against its margin by
+# eps * ||d||_dual: ||d||_1 = 3 (l-inf), ||d||_2 = sqrt(5) (l2), ||d||_inf = 2 (l1).
+KERNEL = np.array([[0.0, 2.0], [0.0, -1.0]], "float32")
+X = np.array([[0.05, 0.0], [0.0, -0.25], [0.25, 0.0], [0.0, 0.7], [0.5, 0.0]], "float32")
+Y = np.array([1, 1, 1, 0, 0])  # margins 0.1, 0.25, 0.5, 0.7; the last is misclassified
+EPSILONS = (0.1, 0.24)
+EXPECTED = {  # an example flips when its margin < eps * ||d||_dual
+    "infinity": {0.1: 2 / 5, 0.24: 0 / 5},  # shifts 0.3, 0.72
+    "l2": {0.1: 3 / 5, 0.24: 1 / 5},  # shifts 0.224, 0.537
+    "l1": {0.1: 3 / 5, 0.24: 2 / 5},  # shifts 0.2, 0.48
+}
+
+
+def _dense(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+
+
+def linear_model(kind="sequential", scale=1.0):
+    model = make_model(kind, input_shape=(2,), num_classes=2, hidden=0)
+    _dense(model).set_weights([KERNEL * scale, np.zeros(2, "float32")])
+    return model
+
+
+# --------------------------------------------------------------------------- dataset helpers
+def assert_same(a, b):
+    """Same nested structure (tuple/list/dict kinds included) and equal arrays of equal dtype."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b)
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, (tuple, list)):
+        assert type(a) is type(b) and len(a) == len(b), (a, b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    else:
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def elements(ds):
+    return [tf.nest.map_structure(lambda t: t.numpy(), e) for e in ds]

@@ -1,0 +1,35 @@
+"""The docstring examples run: `>>>` examples as doctests, and the wrapper's Example block."""
+
+import doctest
+import importlib
+import pkgutil
+import re
+import textwrap
+
+import pytest
+
+import keras_advreg
+from keras_advreg import wrappers
+
+MODULES = sorted(
+    name
+    for _, name, _ in pkgutil.iter_modules(keras_advreg.__path__, "keras_advreg.")
+    if name != "keras_advreg.tuning" or importlib.util.find_spec("keras_tuner")
+)
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_doctests(module_name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {module_name}"
+
+
+def test_wrapper_example_block_runs():
+    block = re.search(r"```python\n(.*?)```", wrappers.AdversarialRegularization.__doc__, re.S)
+    namespace = {}
+    exec(compile(textwrap.dedent(block.group(1)), "example", "exec"), namespace)
+    assert "scaled_adversarial_loss" in namespace["history"].history
