@@ -300,27 +300,7 @@ def make_adv_reg_config(
     >>> make_adv_reg_config(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
     AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None)
     """
-    if not _is_scalar(multiplier):
-        others = dict(
-            feature_mask=feature_mask,
-            adv_step_size=adv_step_size,
-            adv_grad_norm=adv_grad_norm,
-            clip_value_min=clip_value_min,
-            clip_value_max=clip_value_max,
-            pgd_iterations=pgd_iterations,
-            pgd_epsilon=pgd_epsilon,
-            random_init=random_init,
-        )
-        defaults = AdvConfig()
-        changed = {
-            k: v
-            for k, v in others.items()
-            if _to_serializable(v) != _to_serializable(getattr(defaults, k))
-        }
-        config = AdvConfig.coerce(multiplier, name="multiplier")
-        return config.replace(**changed) if changed else config
-    return AdvConfig(
-        multiplier=multiplier,
+    fields = dict(
         feature_mask=feature_mask,
         adv_step_size=adv_step_size,
         adv_grad_norm=adv_grad_norm,
@@ -330,3 +310,14 @@ def make_adv_reg_config(
         pgd_epsilon=pgd_epsilon,
         random_init=random_init,
     )
+    if _is_scalar(multiplier):
+        return AdvConfig(multiplier=multiplier, **fields)
+    # An existing config to convert; arguments left at their defaults keep its values.
+    defaults = AdvConfig()
+    changed = {
+        k: v
+        for k, v in fields.items()
+        if _to_serializable(v) != _to_serializable(getattr(defaults, k))
+    }
+    config = AdvConfig.coerce(multiplier, name="multiplier")
+    return config.replace(**changed) if changed else config
