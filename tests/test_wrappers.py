@@ -355,3 +355,24 @@ def test_error_nsl_compile_order_and_non_model():
         model.compile("sgd", LOGITS_CE, ["accuracy"])
     with pytest.raises(TypeError, match="`base_model` must be a Keras 3 `keras.Model`"):
         AdversarialRegularization(lambda x: x)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AdvConfig(multiplier=0.5, adv_step_size=0.1, adv_grad_norm="infinity"),
+        AdvConfig(adv_step_size=0.05, adv_grad_norm="l2", pgd_iterations=3, pgd_epsilon=0.1),
+    ],
+    ids=["fgsm", "pgd"],
+)
+def test_xla_step_equals_the_default_step(config):
+    # On GPUs Keras' jit_compile="auto" turns XLA on: the adversarial step must compile and agree.
+    weights = []
+    for jit_compile in (False, True):
+        model = AdversarialRegularization(_linear("functional"), adv_config=config)
+        model.compile(keras.optimizers.SGD(0.1), loss=LOGITS_CE, jit_compile=jit_compile)
+        model.fit(X, Y, batch_size=2, epochs=1, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not np.allclose(weights[0][0], W)
