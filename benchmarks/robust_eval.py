@@ -9,7 +9,8 @@ this times, in interleaved rounds in one process:
   backward, one forward per epsilon: the floor), for 1 and 4 epsilons,
 - `evaluate_robustness` FGSM with 1 and 4 epsilons, and PGD-10,
 - the tutorial's way: a Python loop calling `perturb_on_batch` per batch of 32
-  (eager), then predicting on the perturbed batch.
+  (a Python loop; keras_advreg compiles each call's math), then predicting on the
+  perturbed batch.
 
 Process CPU time (`time.process_time`) is printed beside wall time: wall time on
 shared VMs sometimes stalls on a slow thread wake-up while CPU time does not.
@@ -87,7 +88,7 @@ def make_bare_fgsm(model: keras.Model, epsilons: tuple[float, ...]):
 
 
 def make_tutorial_loop(model: keras.Model, x: np.ndarray, y: np.ndarray):
-    """The NSL tutorial's evaluation: eager `perturb_on_batch` per batch of 32."""
+    """The NSL tutorial's evaluation: a Python loop of `perturb_on_batch` per batch of 32."""
     wrapper_cls = keras_advreg.AdversarialRegularization
     config = keras_advreg.make_adv_reg_config(
         multiplier=0.2,
@@ -96,34 +97,17 @@ def make_tutorial_loop(model: keras.Model, x: np.ndarray, y: np.ndarray):
         clip_value_min=0.0,
         clip_value_max=1.0,
     )
-    if hasattr(wrapper_cls, "perturb_on_batch"):
-        adv_model = wrapper_cls(model, label_keys=("label",), adv_config=config)
-        adv_model.compile(
-            optimizer="adam",
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+    adv_model = wrapper_cls(model, label_keys=("label",), adv_config=config)
+    adv_model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
 
-        def perturb(batch):
-            return adv_model.perturb_on_batch(batch)["image"]
+    def perturb(batch):
+        return adv_model.perturb_on_batch(batch)["image"]
 
-        label = "tutorial loop (perturb_on_batch, eager, batch 32)"
-    else:  # the wrapper has not landed yet: the same eager NSL call it makes
-        from keras_advreg._nsl import adversarial_neighbor
-
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        def perturb(batch):
-            features = {"image": tf.convert_to_tensor(batch["image"])}
-            with tf.GradientTape() as tape:
-                tape.watch(features)
-                loss = loss_fn(batch["label"], model(features["image"], training=False))
-            adv, _ = adversarial_neighbor.gen_adv_neighbor(
-                features, loss, config.to_nsl_neighbor_config(), gradient_tape=tape
-            )
-            return adv["image"]
-
-        label = "tutorial loop (NSL gen_adv_neighbor eager, batch 32; wrapper not landed)"
+    label = "tutorial loop (perturb_on_batch per batch of 32, then predict)"
 
     def run(*_):
         correct = 0

@@ -161,6 +161,7 @@ class AdversarialRegularization(keras.Model):
             )
         self.scaled_adversarial_loss_tracker = keras.metrics.Mean(name="scaled_adversarial_loss")
         self._adv_compile_loss = None
+        self._perturb_cache = _FunctionCache()
         if base_model.built:
             self.built = True
 
@@ -193,6 +194,7 @@ class AdversarialRegularization(keras.Model):
         super().compile(
             optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs
         )
+        self._perturb_cache.functions.clear()  # traced with the previous loss
         # A twin of the compiled loss for the adversarial term, so that it does not
         # update the per-output loss trackers of the clean term.
         self._adv_compile_loss = (
@@ -443,17 +445,36 @@ class AdversarialRegularization(keras.Model):
         features = tf.nest.map_structure(tf.convert_to_tensor, features)
         labels = tf.nest.map_structure(to_tensor, labels)
         sample_weight = to_tensor(sample_weight)
-        dense = self._dense_features(features)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(dense)
-            y_pred = self._call_base(features, extras, training=False)
-            loss = self._adv_loss_or_raise(labels, y_pred, sample_weight)
-        adv = self._generate(features, labels, sample_weight, extras, loss, tape, config, False)
-        adv = tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, adv)
+        self._dense_features(features)  # a clear error for integer-only features, before tracing
+        adv = _to_numpy(self._perturb_function(config)(features, labels, sample_weight, extras))
         if isinstance(x, Mapping):
             return {**{k: _to_numpy(v) for k, v in x.items()}, **adv}
         rest = tuple(_to_numpy(t) for t in tuple(x)[1:])
         return (adv, *rest)
+
+    def _perturb_function(self, config):
+        """A compiled `perturb_on_batch` for one perturbation config (cached until recompiled).
+
+        NSL's method runs eagerly, which costs several times the compiled step per batch in
+        Keras 3; the math is the same.
+        """
+        key = repr(sorted((k, repr(v)) for k, v in vars(config).items()))
+        cache = self._perturb_cache.functions
+        if key not in cache:
+
+            @tf.function(reduce_retracing=True)
+            def perturb(features, labels, sample_weight, extras):
+                dense = self._dense_features(features)
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(dense)
+                    y_pred = self._call_base(features, extras, training=False)
+                    loss = self._adv_loss_or_raise(labels, y_pred, sample_weight)
+                return self._generate(
+                    features, labels, sample_weight, extras, loss, tape, config, False
+                )
+
+            cache[key] = perturb
+        return cache[key]
 
     def _adv_loss_or_raise(self, labels, y_pred, sample_weight):
         if self._adv_compile_loss is None:
@@ -461,6 +482,13 @@ class AdversarialRegularization(keras.Model):
                 "`perturb_on_batch` needs the loss: call `model.compile(optimizer, loss=...)` first."
             )
         return self._adv_compile_loss(labels, y_pred, sample_weight)
+
+
+class _FunctionCache:
+    """Holds compiled functions out of Keras' attribute tracking."""
+
+    def __init__(self):
+        self.functions: dict = {}
 
 
 def _as_mapping(data: Any) -> Mapping:
