@@ -376,3 +376,15 @@ def test_xla_step_equals_the_default_step(config):
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert not np.allclose(weights[0][0], W)
+
+
+def test_perturb_on_batch_follows_a_recompiled_loss():
+    model = AdversarialRegularization(
+        _linear("functional"), adv_config=AdvConfig(adv_step_size=0.1, adv_grad_norm="infinity")
+    )
+    model.compile("sgd", loss=LOGITS_CE)
+    x_adv, _ = model.perturb_on_batch((X, Y))
+    np.testing.assert_allclose(x_adv, X + 0.1 * HAND_DIRECTIONS["infinity"], atol=1e-6)
+    model.compile("sgd", loss=lambda y, z: -LOGITS_CE(y, z))  # ascent on -CE is descent on CE
+    x_adv, _ = model.perturb_on_batch((X, Y))
+    np.testing.assert_allclose(x_adv, X - 0.1 * HAND_DIRECTIONS["infinity"], atol=1e-6)
