@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 import numbers
 from collections.abc import Mapping
@@ -52,6 +53,55 @@ def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool =
     return float(value)
 
 
+def _check_clip_value(name: str, value: Any) -> Any:
+    """NSL's clip bounds: a number or an array broadcastable to the features, or a dict/list
+    of them per feature (a `None` entry leaves that feature unclipped). Scalars become floats."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {k: _check_clip_value(f"{name}[{k!r}]", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and any(v is None or isinstance(v, Mapping) for v in value):
+        return [_check_clip_value(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if _is_scalar(value):
+        if not math.isfinite(value):
+            raise ValueError(f"`{name}` must be finite. Received: {name}={value!r}")
+        return float(value)
+    try:
+        array = np.asarray(value)
+        ok = array.dtype.kind in "iuf" and bool(np.all(np.isfinite(array)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be a finite number, an array of them broadcastable to the features, "
+            f"a dict/list of those per feature, or None. Received: {name}={value!r}"
+        )
+    return value
+
+
+def _check_feature_mask(value: Any) -> None:
+    """A mask is numbers or booleans: an array-like, or a dict/list of them per feature."""
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _check_feature_mask(item)
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(value).dtype
+        except ValueError:  # a list of masks of different shapes, one per input
+            for item in value:
+                _check_feature_mask(item)
+            return
+    if np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).kind not in "biuf":
+        raise ValueError(
+            "`feature_mask` must hold numbers (0/1 per feature element), as an array or a "
+            f"dict/list of arrays per feature, or be None. Received: feature_mask={value!r}"
+        )
+
+
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -67,7 +117,7 @@ def _to_serializable(value: Any) -> Any:
     return np.asarray(value).tolist()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class AdvConfig:
     """Hyperparameters of adversarial regularization (NSL's fields and defaults).
 
@@ -143,12 +193,25 @@ class AdvConfig:
                 f"`random_init` must be True or False. Received: random_init={self.random_init!r}"
             )
         set_(self, "random_init", bool(self.random_init))
+        set_(self, "clip_value_min", _check_clip_value("clip_value_min", self.clip_value_min))
+        set_(self, "clip_value_max", _check_clip_value("clip_value_max", self.clip_value_max))
+        _check_feature_mask(self.feature_mask)
         lo, hi = self.clip_value_min, self.clip_value_max
         if _is_scalar(lo) and _is_scalar(hi) and lo > hi:
             raise ValueError(
                 "`clip_value_min` must be <= `clip_value_max`. "
                 f"Received: clip_value_min={lo!r}, clip_value_max={hi!r}"
             )
+
+    # Equality by value, also when `feature_mask` is an array (and after a save/load round
+    # trip, where arrays come back as lists).
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AdvConfig):
+            return NotImplemented
+        return self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.get_config(), sort_keys=True))
 
     # ------------------------------------------------------------------ conversions
     def replace(self, **changes: Any) -> AdvConfig:

@@ -372,11 +372,29 @@ class AdversarialHyperModel(kt.HyperModel):
             for key, (spec, kind) in specs.items()
             if spec is not None
         ]
-        # Fail now on an invalid combination of the defaults (e.g. l1 with pgd_epsilon).
+        self._check_l1_projection()
+        # Fail now on an invalid combination of the defaults.
         self.get_adv_config(self.declare_search_space(kt.HyperParameters()))
         self._checked_objectives: set[str] = set()
 
     # ------------------------------------------------------------------ search space
+    def _check_l1_projection(self) -> None:
+        """NSL cannot project onto an l1 ball: no trial may pair 'l1' with a `pgd_epsilon`."""
+        dims = {d.name: d for d in self._dimensions}
+        norm = dims.get("adv_grad_norm")
+        if norm is None:
+            norms = [self.adv_config.adv_grad_norm]
+        else:
+            norms = norm.kwargs["values"] if norm.method == "Choice" else [norm.kwargs["value"]]
+        if "l1" in norms and ("pgd_epsilon" in dims or self.adv_config.pgd_epsilon is not None):
+            raise ValueError(
+                "`adv_grad_norm` may not include 'l1' when `pgd_epsilon` is searched or set: NSL "
+                "can only project perturbations onto an 'infinity' or 'l2' ball, so every trial "
+                "drawing 'l1' would fail. Received: "
+                f"adv_grad_norm={self.adv_grad_norm!r}, pgd_epsilon={self.pgd_epsilon!r}, "
+                f"adv_config.pgd_epsilon={self.adv_config.pgd_epsilon!r}"
+            )
+
     def declare_search_space(self, hp: Any) -> Any:
         """Declares the adversarial hyperparameters in `hp` and returns it."""
         for dimension in self._dimensions:

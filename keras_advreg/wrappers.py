@@ -261,6 +261,14 @@ class AdversarialRegularization(keras.Model):
         extras = {}
         if isinstance(features, Mapping) and labels is not None:
             extras = {k: v for k, v in _as_mapping(data).items() if k not in features}
+            num_outputs = _num_outputs(self.base_model)
+            if num_outputs is not None and num_outputs != len(self.label_keys):
+                raise ValueError(
+                    "`label_keys` must name one label per output of `base_model`: it has "
+                    f"{num_outputs} outputs ({self.base_model.output_names}) and "
+                    f"{len(self.label_keys)} label key(s). Received: "
+                    f"label_keys={list(self.label_keys)}"
+                )
         if require_labels and labels is None:
             received = sorted(data) if isinstance(data, Mapping) else type(data).__name__
             raise ValueError(

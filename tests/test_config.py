@@ -103,6 +103,19 @@ def test_from_hyperparameters():
             r"`clip_value_min` must be <= `clip_value_max`",
         ),
         ({"random_init": "yes"}, r"`random_init` must be True or False"),
+        (
+            {"clip_value_min": float("nan")},
+            r"`clip_value_min` must be finite. Received: clip_value_min=nan",
+        ),
+        (
+            {"clip_value_max": "1"},
+            r"`clip_value_max` must be a finite number, an array .*Received: clip_value_max='1'",
+        ),
+        ({"clip_value_min": {"image": np.inf}}, r"`clip_value_min\['image'\]` must be finite"),
+        (
+            {"feature_mask": "abc"},
+            r"`feature_mask` must hold numbers .*Received: feature_mask='abc'",
+        ),
     ],
 )
 def test_validation_errors(kwargs, message):
@@ -119,3 +132,21 @@ def test_norm_spellings():
 def test_coerce_rejects_other_types():
     with pytest.raises(TypeError, match=r"`adv_config` must be .*Received: adv_config=0.2"):
         AdvConfig.coerce(0.2)
+
+
+def test_nsl_style_clip_values_and_masks_are_accepted():
+    config = AdvConfig(
+        clip_value_min={"image": 0.0, "aux": None},
+        clip_value_max=np.ones((28, 28, 1)),
+        feature_mask={"image": np.ones((28, 28, 1)), "aux": [1, 0]},
+    )
+    assert config.clip_value_min == {"image": 0.0, "aux": None}
+    assert config.to_nsl().adv_neighbor_config.clip_value_max.shape == (28, 28, 1)
+
+
+def test_equality_and_hash_with_array_masks():
+    a = AdvConfig(feature_mask=np.ones(4))
+    assert a == AdvConfig(feature_mask=np.ones(4)) == AdvConfig(feature_mask=[1.0] * 4)
+    assert hash(a) == hash(AdvConfig(feature_mask=[1.0] * 4))
+    assert a != AdvConfig(feature_mask=np.zeros(4)) and a != AdvConfig()
+    assert len({AdvConfig(), AdvConfig(), AdvConfig(multiplier=0.5)}) == 2

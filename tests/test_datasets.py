@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_same, elements
+from conftest import assert_same, elements, require
 
 from keras_advreg.adapters import to_tuple
 from keras_advreg.datasets import load_tfds
 
-tfds = pytest.importorskip("tensorflow_datasets")
+tfds = require("tensorflow_datasets")
 
 
 def test_tfds_mock_dataset_converts():

@@ -18,6 +18,15 @@ MODULES = sorted(
 )
 
 
+# Modules whose docstrings carry runnable `>>>` examples.
+WITH_EXAMPLES = {
+    "keras_advreg.adapters",
+    "keras_advreg.config",
+    "keras_advreg.demo",
+    "keras_advreg.tuning",
+}
+
+
 @pytest.mark.parametrize("module_name", MODULES)
 def test_doctests(module_name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
@@ -26,6 +35,8 @@ def test_doctests(module_name, tmp_path, monkeypatch):
         module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {module_name}"
+    if module_name in WITH_EXAMPLES:  # guards against examples silently turned off
+        assert result.attempted > 0, f"no doctest ran in {module_name}"
 
 
 def test_wrapper_example_block_runs():

@@ -16,7 +16,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
-from conftest import MODEL_KINDS, make_model
+from conftest import MODEL_KINDS, make_model, require
 
 from keras_advreg import AdvConfig, AdversarialRegularization, tuning
 from keras_advreg.tuning import (
@@ -183,7 +183,7 @@ def test_hyperband_on_mnist_with_balanced_objective(mnist_small, tmp_path):
 
 
 def test_bayesian_optimization(tmp_path):
-    pytest.importorskip("sklearn", reason='BayesianOptimization needs "keras-tuner[bayesian]"')
+    require("sklearn")  # BayesianOptimization needs it; the `tuner` extra installs it
     x, y = tiny_data()
     hypermodel = tiny_hypermodel()
     tuner = kt.BayesianOptimization(
@@ -331,6 +331,14 @@ def test_objective_helpers():
         ),
         ({"robust_weight": 1.5}, r"`robust_weight` must be a number in \[0, 1\]"),
         ({"max_eval_examples": 0}, "`max_eval_examples` must be a positive integer"),
+        (
+            {"adv_grad_norm": ["infinity", "l1"], "pgd_epsilon": (0.01, 0.5)},
+            "`adv_grad_norm` may not include 'l1' when `pgd_epsilon` is searched or set",
+        ),
+        (
+            {"adv_grad_norm": "l1", "adv_config": AdvConfig(adv_grad_norm="l2", pgd_epsilon=0.1)},
+            "NSL can only project perturbations onto an 'infinity' or 'l2' ball",
+        ),
     ],
 )
 def test_bad_search_space_raises_at_construction(kwargs, match):

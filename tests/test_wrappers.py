@@ -241,10 +241,27 @@ def test_two_outputs_with_two_label_keys():
         "digit_label": rng.integers(0, 2, 16),
         "colour_label": rng.integers(0, 3, 16),
     }
-    history = model.fit(data, batch_size=8, epochs=1, verbose=0)
-    assert {"loss", "digit_accuracy", "colour_accuracy", "scaled_adversarial_loss"} <= set(
-        history.history
+    # Each label reaches its own output: the clean per-output losses equal cross-entropy
+    # computed by hand from the base model's logits (SGD with learning rate 0: nothing moves).
+    digit_logits, colour_logits = (np.asarray(t) for t in base(data["feature"]))
+
+    def cross_entropy(logits, labels):
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return -np.log(p[np.arange(len(labels)), labels]).mean()
+
+    ce_digit = cross_entropy(digit_logits, data["digit_label"])
+    ce_colour = cross_entropy(colour_logits, data["colour_label"])
+    model.optimizer.learning_rate.assign(0.0)
+    logs = model.train_on_batch(data, return_dict=True)
+    np.testing.assert_allclose(logs["digit_loss"], ce_digit, rtol=1e-5)
+    np.testing.assert_allclose(logs["colour_loss"], ce_colour, rtol=1e-5)
+    np.testing.assert_allclose(
+        logs["loss"] - logs["scaled_adversarial_loss"], ce_digit + 0.5 * ce_colour, rtol=1e-5
     )
+    assert logs["scaled_adversarial_loss"] > 0
+    history = model.fit(data, batch_size=8, epochs=1, verbose=0)
+    assert {"digit_accuracy", "colour_accuracy", "scaled_adversarial_loss"} <= set(history.history)
 
 
 def test_save_and_reload_round_trip_and_resume(tmp_path):
@@ -331,6 +348,21 @@ def test_error_more_label_keys_than_outputs():
         ValueError, match=r"more keys than `base_model` has outputs: 2 label keys for 1"
     ):
         AdversarialRegularization(_linear("functional"), label_keys=("a", "b"))
+
+
+def test_error_fewer_label_keys_than_outputs_before_training():
+    inputs = keras.Input((3,), name="feature")
+    base = keras.Model(
+        inputs, [keras.layers.Dense(2, name="a")(inputs), keras.layers.Dense(2)(inputs)]
+    )
+    model = AdversarialRegularization(base, label_keys=("a_label",))
+    model.compile("sgd", loss=LOGITS_CE)
+    with pytest.raises(ValueError, match=r"2 outputs .* and 1 label key\(s\).*\['a_label'\]"):
+        model.fit({"feature": X, "a_label": Y}, verbose=0)
+    # Tuple data names no label keys: such a model trains on `(x, (y1, y2))`.
+    model = AdversarialRegularization(base, label_keys=("a_label",))
+    model.compile("sgd", loss=LOGITS_CE)
+    assert np.isfinite(model.fit(X, (Y, Y), verbose=0).history["loss"][0])
 
 
 def test_error_label_key_missing_from_data():
