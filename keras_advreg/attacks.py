@@ -99,6 +99,11 @@ def _check_clip(name: str, value: Any) -> Any:
     return float(value)
 
 
+def _format_eps(eps: float) -> str:
+    """How an epsilon is named in log keys, reports and JSON: `f"{eps:g}"` (6 digits)."""
+    return f"{eps:g}"
+
+
 def _freeze(value: Any) -> Any:
     return tuple(sorted(value.items())) if isinstance(value, Mapping) else value
 
@@ -139,6 +144,14 @@ class AttackSpec:
             checked.append(float(e))
         if len(set(checked)) != len(checked):
             raise ValueError(f"`epsilons` has duplicates. Received: epsilons={self.epsilons!r}")
+        names = [_format_eps(e) for e in checked]
+        clash = next((n for n in names if names.count(n) > 1), None)
+        if clash is not None:
+            raise ValueError(
+                "`epsilons` must differ in their first 6 significant digits: they name log keys "
+                f"and report rows (formatted as '{{:g}}'), and several would be named {clash!r}. "
+                f"Received: epsilons={self.epsilons!r}"
+            )
         set_(self, "epsilons", tuple(checked))
         attack = self.attack.strip().lower() if isinstance(self.attack, str) else self.attack
         if attack not in ATTACKS:
@@ -382,10 +395,78 @@ def _as_floatx(value: Any) -> Any:
     return tf.nest.map_structure(convert, value)
 
 
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        d is None or isinstance(d, numbers.Integral) for d in value
+    )
+
+
+def _model_input_ranks(model: Any) -> list[int] | None:
+    """The ranks (batch dimension included) of the model's inputs, when known."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs:
+        return [len(t.shape) for t in inputs]
+    shapes = getattr(model, "_build_shapes_dict", None)  # a built subclassed model
+    if not isinstance(shapes, Mapping) or len(shapes) != 1:
+        return None
+    ranks = [len(shape) for shape in _flatten_shapes(next(iter(shapes.values())))]
+    return ranks or None
+
+
+def _flatten_shapes(nest: Any) -> list[tuple]:
+    if _is_shape(nest):
+        return [tuple(nest)]
+    if isinstance(nest, Mapping):
+        return [s for k in sorted(nest) for s in _flatten_shapes(nest[k])]
+    if isinstance(nest, (tuple, list)):
+        return [s for v in nest for s in _flatten_shapes(v)]
+    return []
+
+
+def _is_unbatched(spec: Any, model: Any, label_keys: Any, sample_weight_key: Any) -> bool:
+    """Whether a dataset's elements are single examples (`spec` is its element spec).
+
+    Scalar labels mean single examples. Otherwise the feature ranks are compared with the
+    ranks of the model's inputs (one less: single examples). Without a known input rank,
+    elements whose features and labels have different static leading sizes (e.g. 2
+    features and 3 one-hot classes) cannot be batches; anything else is taken as batched.
+    """
+    x_spec, y_spec, _ = unpack_batch(spec, label_keys, sample_weight_key)
+    if y_spec is None:
+        return False
+    y_leaves = tf.nest.flatten(y_spec)
+    if any(s.shape.rank == 0 for s in y_leaves):
+        return True
+    x_leaves = tf.nest.flatten(x_spec)
+    ranks = _model_input_ranks(model) if model is not None else None
+    if ranks is not None:
+        x_model = tf.nest.flatten(_model_inputs(model, x_spec))
+        features = [s.shape.rank for s in x_model]
+        if len(features) == len(ranks) and None not in features:
+            if sorted(features) == sorted(r - 1 for r in ranks):
+                return True
+            if sorted(features) == sorted(ranks):
+                return False
+    leading = {s.shape[0] for s in x_leaves + y_leaves if s.shape.rank and s.shape[0] is not None}
+    return len(leading) > 1
+
+
 def _batches(
-    data: Any, batch_size: int, label_keys: Any, sample_weight_key: Any, max_examples: int | None
+    data: Any,
+    batch_size: int,
+    label_keys: Any,
+    sample_weight_key: Any,
+    max_examples: int | None,
+    model: Any = None,
 ) -> Iterator[tuple[Any, Any]]:
-    """Yields `(features, labels)` batches; tf.data datasets are taken as batched."""
+    """Yields `(features, labels)` batches.
+
+    A tf.data dataset of single examples (see `_is_unbatched`; `model` is the model to
+    attack, whose input ranks tell) is batched by `batch_size`; others are used as batched.
+    """
     remaining = max_examples
 
     def cut(x, y):
@@ -399,10 +480,8 @@ def _batches(
         return x, y
 
     if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        _, y_spec, _ = unpack_batch(spec, label_keys, sample_weight_key)
-        if y_spec is not None and len(tf.nest.flatten(y_spec)[0].shape) == 0:
-            data = data.batch(batch_size)  # unbatched elements: scalar labels
+        if _is_unbatched(data.element_spec, model, label_keys, sample_weight_key):
+            data = data.batch(batch_size)
         for element in data:
             x, y, _ = unpack_batch(element, label_keys, sample_weight_key)
             if y is None:

@@ -12,8 +12,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.attacks import AttackSpec, _check_positive_int, generate_adversarial_examples
-from keras_advreg.robustness import RobustnessReport, _format_eps, evaluate_robustness
+from keras_advreg.attacks import (
+    AttackSpec,
+    _attack_target,
+    _batches,
+    _check_positive_int,
+    _format_eps,
+    generate_adversarial_examples,
+)
+from keras_advreg.robustness import RobustnessReport, evaluate_robustness
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -21,10 +28,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 class AdversarialRobustnessCallback(keras.callbacks.Callback):
     """Logs white-box adversarial accuracy at the end of training epochs.
 
-    At the end of every `every_n_epochs`-th epoch (and of the first and last
-    epochs) it runs `keras_advreg.evaluate_robustness` on `data` against the
-    model being trained (the `base_model` of an `AdversarialRegularization`)
-    and writes into `logs`:
+    At the end of every `every_n_epochs`-th epoch (epochs `n`, `2n`, ...
+    counting from 1, as Keras' `validation_freq=n`), of the last epoch, and
+    of the first epoch (so that every epoch has values), it runs
+    `keras_advreg.evaluate_robustness` on `data` against the model being
+    trained (the `base_model` of an `AdversarialRegularization`) and writes
+    into `logs`:
 
     - `metric_name` (default `"val_adv_accuracy"`): accuracy at the first
       epsilon;
@@ -49,7 +58,8 @@ class AdversarialRobustnessCallback(keras.callbacks.Callback):
 
     Args:
         data: `(x, y)` arrays, a dict of features with the label key(s), or a
-            batched `tf.data.Dataset` of either. Held-out data to attack.
+            `tf.data.Dataset` of either (batches, or single examples as
+            `evaluate_robustness` recognizes them). Held-out data to attack.
         epsilons: float or sequence of floats >= 0. Attack radii; the first
             is logged as `metric_name`. Defaults to `(0.1,)`.
         attack: str. `"fgsm"` or `"pgd"`. Defaults to `"fgsm"`.
@@ -69,7 +79,9 @@ class AdversarialRobustnessCallback(keras.callbacks.Callback):
             to `None` (cross-entropy on the logits).
         label_keys: str or sequence of str. Label key(s) of feature dicts.
             Defaults to `("label",)`.
-        every_n_epochs: int. Evaluate every this many epochs. Defaults to `1`.
+        every_n_epochs: int. Evaluate at the end of epochs `n`, `2n`, ...
+            (counting from 1, like Keras' `validation_freq`), the first and
+            the last. Defaults to `1`.
         max_examples: int. Evaluate at most this many examples of `data`.
             Defaults to `None` (all).
         metric_name: str. Log key of the accuracy at the first epsilon.
@@ -225,7 +237,8 @@ class AdversarialRobustnessCallback(keras.callbacks.Callback):
         if logs is None:
             return
         last_epoch = (self.params or {}).get("epochs")
-        due = epoch % self.every_n_epochs == 0 or epoch + 1 == last_epoch
+        # Keras' `validation_freq` schedule: epochs n, 2n, ... (counting from 1) and the last.
+        due = (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == last_epoch
         if due or self._last_values is None:
             report = self._evaluate(self.max_examples)
             self.last_report = report
@@ -255,11 +268,15 @@ class AdversarialRobustnessCallback(keras.callbacks.Callback):
                 warnings.warn(f"AdversarialRobustnessCallback: {message}", stacklevel=2)
 
     def _first_examples(self) -> tuple[Any, Any] | None:
-        from keras_advreg.attacks import _batches
-
-        batch = next(
-            _batches(self.data, self.num_images, self.label_keys, None, self.num_images), None
+        batches = _batches(
+            self.data,
+            self.num_images,
+            self.label_keys,
+            None,
+            self.num_images,
+            _attack_target(self.model),
         )
+        batch = next(batches, None)
         if batch is None:
             return None
         x, y = batch

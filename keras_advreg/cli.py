@@ -47,7 +47,8 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
 
     Raises:
         argparse.ArgumentTypeError: For an empty list, a non-numeric,
-            non-finite, negative or repeated value.
+            non-finite, negative or repeated value (values equal to 6
+            significant digits count as repeated).
     """
     parts = [p.strip() for p in str(text).split(",")]
     if not parts or any(not p for p in parts):
@@ -68,8 +69,12 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
                 f"epsilons must be finite numbers >= 0; got {part!r}. Received: {text!r}"
             )
         values.append(value)
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"epsilons must not repeat. Received: {text!r}")
+    # Epsilons are named f"{eps:g}" in reports and JSON: equal names would collide.
+    if len({f"{v:g}" for v in values}) != len(values):
+        raise argparse.ArgumentTypeError(
+            "epsilons must not repeat (nor agree in their first 6 significant digits). "
+            f"Received: {text!r}"
+        )
     return tuple(values)
 
 
@@ -287,7 +292,24 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from keras_advreg import demo
+    from keras_advreg.attacks import AttackSpec
 
+    is_mnist = args.dataset == "mnist"
+    clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
+    clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
+    try:  # the attack settings first: before loading the model and (maybe building) the data
+        AttackSpec(
+            args.epsilons,
+            args.attack,
+            args.norm,
+            args.pgd_steps,
+            args.pgd_step_size,
+            True,
+            clip_min,
+            clip_max,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if args.plots and args.output_dir:
         try:
             demo.check_plotting()
@@ -296,9 +318,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
-    is_mnist = dataset == "mnist"
-    clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
-    clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
     title = None if args.quiet else f"{args.attack.upper()} ({args.norm}) on {len(y)} examples"
     try:
         report = demo.robustness(

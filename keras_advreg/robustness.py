@@ -24,6 +24,7 @@ from keras_advreg.attacks import (
     _check_positive_int,
     _compiled,
     _CompiledAttack,
+    _format_eps,
     _model_inputs,
 )
 
@@ -32,10 +33,6 @@ ZERO_GRADIENT_WARNING_FRACTION = 0.05
 
 
 # --------------------------------------------------------------------------- report
-def _format_eps(eps: float) -> str:
-    return f"{eps:g}"
-
-
 @dataclasses.dataclass
 class RobustnessReport:
     """Clean and white-box adversarial accuracy of a classifier.
@@ -225,7 +222,12 @@ def evaluate_robustness(
         model: keras.Model. A classifier with output `(batch, num_classes)`.
         data: `(x, y)` arrays (x may be a dict of features), a dict of
             features holding the label key(s), or a `tf.data.Dataset` of such
-            batches (used as batched; a dataset of single examples is batched).
+            batches. A dataset of single examples is batched by `batch_size`:
+            it is recognized by scalar labels, by features of one rank less
+            than the model's inputs, or (a model whose input rank is unknown,
+            such as an unbuilt subclassed one) by features and labels of
+            different static leading sizes; any other dataset is used as
+            batched.
         epsilons: float or sequence of floats >= 0. Attack radii. Defaults to
             `(0.1,)`.
         attack: str. `"fgsm"` or `"pgd"`. Defaults to `"fgsm"`.
@@ -240,7 +242,8 @@ def evaluate_robustness(
             perturbed features (e.g. `0.0` for images). Defaults to `None`.
         clip_value_max: float or dict of floats per feature. Upper bound.
             Defaults to `None`.
-        batch_size: int. Batch size for array data. Defaults to `256`.
+        batch_size: int. Batch size for array data and unbatched datasets.
+            Defaults to `256`.
         loss: str, callable or `keras.losses.Loss`. Loss to attack, applied to
             the model's output. Defaults to `None` (cross-entropy on logits).
         label_keys: str or sequence of str. Label key(s) of feature dicts.
@@ -274,8 +277,8 @@ def evaluate_robustness(
     batch_size = _check_positive_int("batch_size", batch_size)
     max_examples = _check_positive_int("max_examples", max_examples, allow_none=True)
     start = time.perf_counter()
-    batches = _batches(data, batch_size, label_keys, sample_weight_key, max_examples)
     target = _attack_target(model)
+    batches = _batches(data, batch_size, label_keys, sample_weight_key, max_examples, target)
     batches = ((_model_inputs(target, x), y) for x, y in batches)
     first = next(batches, None)
     if first is None:

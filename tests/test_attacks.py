@@ -12,6 +12,7 @@ from conftest import EPSILONS, EXPECTED, KERNEL, MODEL_KINDS, X, Y, _dense, line
 
 from keras_advreg.attacks import (
     AttackSpec,
+    _is_unbatched,
     generate_adversarial_examples,
     random_in_norm_ball,
 )
@@ -179,6 +180,7 @@ def test_random_in_norm_ball_has_dynamic_batch():
         (dict(epsilons=-0.1), "`epsilons` must be >= 0"),
         (dict(epsilons=()), "`epsilons` must be a number or a non-empty"),
         (dict(epsilons=(0.1, 0.1)), "duplicates"),
+        (dict(epsilons=(0.1, 0.1000001)), r"first 6 significant.*'0\.1'.*0\.1000001\)"),
         (dict(attack="cw"), "`attack` must be one of 'fgsm', 'pgd'. Received: attack='cw'"),
         (dict(norm="l3"), "`norm` must be one of 'infinity', 'l2', 'l1'. Received: norm='l3'"),
         (dict(attack="pgd", norm="l1"), "cannot be used with norm='l1'"),
@@ -191,6 +193,29 @@ def test_random_in_norm_ball_has_dynamic_batch():
 def test_bad_configuration(kwargs, match):
     with pytest.raises(ValueError, match=match):
         evaluate_robustness(linear_model(), (X, Y), **kwargs)
+
+
+def test_epsilons_with_one_name_are_rejected():
+    with pytest.raises(ValueError, match="Received: epsilons=") as info:
+        AttackSpec(epsilons=[0.2, 1e-7, 1.00000001e-7])
+    assert "`epsilons`" in str(info.value) and "'1e-07'" in str(info.value)
+    assert AttackSpec(epsilons=(0.1, 0.100001)).epsilons == (0.1, 0.100001)  # 6 digits differ
+
+
+@pytest.mark.parametrize(
+    "element, unbatched",
+    [
+        (((2,), (3,)), True),  # one example: 2 features, one-hot over 3 classes
+        (((2,), ()), True),  # scalar label
+        (((None, 2), (None, 3)), False),
+        (((None, 2), (None,)), False),
+        (((8, 2), (8, 3)), False),  # batch(8, drop_remainder=True)
+        (((8, 2), (8,)), False),
+    ],
+)
+def test_unbatched_datasets_are_recognized_without_a_model(element, unbatched):
+    spec = tuple(tf.TensorSpec(shape, tf.float32) for shape in element)
+    assert _is_unbatched(spec, None, ("label",), None) is unbatched
 
 
 def test_norm_aliases():

@@ -95,12 +95,36 @@ def test_every_n_epochs_repeats_the_last_value(kind):
     x, y = tiny_data()
     model = compiled(kind)
     callback = AdversarialRobustnessCallback((x, y), epsilons=0.2, every_n_epochs=2)
-    history = model.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[callback])
-    assert sorted(callback.reports) == [0, 2, 3]  # first, every 2nd, and the last epoch
+    history = model.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[callback])
+    # Epochs 2 and 4 (counting from 1, as validation_freq=2), the first and the last.
+    assert sorted(callback.reports) == [0, 1, 3, 4]
     values = history.history["val_adv_accuracy"]
-    assert len(values) == 4 and values[1] == values[0]
+    assert len(values) == 5 and values[2] == values[1]
     assert values[0] == callback.reports[0].robust_accuracy
-    assert values[3] == callback.last_report.accuracy[0.2]
+    assert values[1] == callback.reports[1].robust_accuracy
+    assert values[4] == callback.last_report.accuracy[0.2]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_every_n_epochs_follows_keras_validation_freq(n):
+    x, y = tiny_data()
+    validated = []
+    seen = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: "val_loss" in logs and validated.append(epoch)
+    )
+    callback = AdversarialRobustnessCallback((x, y), epsilons=0.2, every_n_epochs=n)
+    compiled().fit(
+        x,
+        y,
+        epochs=2 * n,
+        batch_size=48,
+        validation_data=(x[:16], y[:16]),
+        validation_freq=n,
+        verbose=0,
+        callbacks=[callback, seen],
+    )
+    assert validated == [n - 1, 2 * n - 1]
+    assert sorted(callback.reports) == [0, *validated]  # and the first-epoch bootstrap
 
 
 def test_deepcopy_shares_the_dataset_and_runs():
@@ -163,6 +187,7 @@ def test_tensorboard_accepts_the_names_and_images_are_written(tmp_path):
     "kwargs, match",
     [
         (dict(epsilons=-0.1), "`epsilons` must be >= 0"),
+        (dict(epsilons=(0.1, 0.1000001)), "would be named '0.1'"),  # one log key for both
         (dict(attack="deepfool"), "`attack` must be one of 'fgsm', 'pgd'"),
         (dict(norm="l0"), "`norm` must be one of 'infinity', 'l2', 'l1'"),
         (dict(attack="pgd", norm="l1"), "cannot be used with norm='l1'"),

@@ -39,6 +39,26 @@ def test_one_hot_labels_dicts_and_datasets_agree():
         assert report.num_examples == 5
 
 
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_unbatched_dataset_with_one_hot_labels_is_batched(kind):
+    # 2 features and 2 one-hot classes: only the model's input rank tells an element
+    # (2,), (2,) from a batch of 2 examples with sparse labels.
+    model = linear_model(kind)
+    one_hot = keras.utils.to_categorical(Y, 2)
+    unbatched = [
+        tf.data.Dataset.from_tensor_slices((X, one_hot)),
+        tf.data.Dataset.from_tensor_slices({"feature": X, "label": one_hot}),
+    ]
+    for data in unbatched:
+        report = evaluate_robustness(model, data, epsilons=EPSILONS, batch_size=2)
+        assert report.accuracy == pytest.approx(EXPECTED["infinity"])
+        assert report.num_examples == 5
+    # Batches of 2 with sparse labels look alike, but are used as batches.
+    batched = tf.data.Dataset.from_tensor_slices((X[:4], Y[:4])).batch(2, drop_remainder=True)
+    report = evaluate_robustness(model, batched, epsilons=EPSILONS, batch_size=3)
+    assert report.num_examples == 4 and report.accuracy[0.1] == pytest.approx(2 / 4)
+
+
 def test_max_examples_and_float64_input():
     report = evaluate_robustness(
         linear_model(), (X.astype("float64"), Y), epsilons=0.1, batch_size=2, max_examples=3
