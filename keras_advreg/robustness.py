@@ -260,9 +260,17 @@ def evaluate_robustness(
 
     Example:
 
-    >>> report = evaluate_robustness(model, (x_test, y_test), epsilons=(0.05, 0.1),
-    ...                              clip_value_min=0.0, clip_value_max=1.0)  # doctest: +SKIP
-    >>> report.clean_accuracy, report.accuracy[0.1]  # doctest: +SKIP
+    A linear classifier predicting class 0 when `x[0] > 0`: FGSM moves `x[0]`
+    down by epsilon for label 0, so the first example (x[0] = 0.3) survives
+    epsilon 0.1 but not 0.5, and the second is already wrong.
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> model.set_weights([np.array([[1.0, -1.0], [0.0, 0.0]], "float32"), np.zeros(2, "float32")])
+    >>> x, y = np.array([[0.3, 0.5], [-0.05, 0.2]], "float32"), np.array([0, 0])
+    >>> report = evaluate_robustness(model, (x, y), epsilons=(0.1, 0.5))
+    >>> report.clean_accuracy, report.accuracy
+    (0.5, {0.1: 0.5, 0.5: 0.0})
     """
     spec = AttackSpec(
         epsilons,

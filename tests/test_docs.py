@@ -23,6 +23,7 @@ WITH_EXAMPLES = {
     "keras_advreg.adapters",
     "keras_advreg.config",
     "keras_advreg.demo",
+    "keras_advreg.robustness",
     "keras_advreg.tuning",
 }
 
