@@ -360,11 +360,7 @@ class AdversarialRegularization(keras.Model):
 
     def _forward(self, features, labels, sample_weight, extras, training, outer_tape=None):
         """Clean forward pass, total labeled loss and scaled adversarial loss."""
-        if self._adv_compile_loss is None:
-            raise ValueError(
-                "The model must be compiled with a `loss` before training or evaluation: "
-                "`model.compile(optimizer, loss=...)`."
-            )
+        self._require_loss("Training and evaluation need")
         features = tf.nest.map_structure(tf.convert_to_tensor, features)
         dense = self._dense_features(features)
         with tf.GradientTape(watch_accessed_variables=False) as input_tape:
@@ -446,6 +442,7 @@ class AdversarialRegularization(keras.Model):
             raise ValueError(
                 f"Unknown perturbation setting(s) {unknown}. Expected some of {list(_OVERRIDABLE)}."
             )
+        self._require_loss("`perturb_on_batch` needs")
         overrides = {k: v for k, v in config_overrides.items() if v is not None}
         config = self._neighbor_config(**overrides)
         features, labels, sample_weight, extras = self._unpack(x)
@@ -476,7 +473,7 @@ class AdversarialRegularization(keras.Model):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(dense)
                     y_pred = self._call_base(features, extras, training=False)
-                    loss = self._adv_loss_or_raise(labels, y_pred, sample_weight)
+                    loss = self._adv_compile_loss(labels, y_pred, sample_weight)
                 return self._generate(
                     features, labels, sample_weight, extras, loss, tape, config, False
                 )
@@ -484,12 +481,12 @@ class AdversarialRegularization(keras.Model):
             cache[key] = perturb
         return cache[key]
 
-    def _adv_loss_or_raise(self, labels, y_pred, sample_weight):
+    def _require_loss(self, what: str) -> None:
         if self._adv_compile_loss is None:
             raise ValueError(
-                "`perturb_on_batch` needs the loss: call `model.compile(optimizer, loss=...)` first."
+                f"{what} the loss: call `model.compile(optimizer, loss=...)` first. "
+                "Received: a model compiled without `loss`, or not compiled"
             )
-        return self._adv_compile_loss(labels, y_pred, sample_weight)
 
 
 class _FunctionCache:

@@ -420,3 +420,12 @@ def test_perturb_on_batch_follows_a_recompiled_loss():
     model.compile("sgd", loss=lambda y, z: -LOGITS_CE(y, z))  # ascent on -CE is descent on CE
     x_adv, _ = model.perturb_on_batch((X, Y))
     np.testing.assert_allclose(x_adv, X - 0.1 * HAND_DIRECTIONS["infinity"], atol=1e-6)
+
+
+def test_error_no_loss_before_any_work():
+    model = AdversarialRegularization(_linear("functional"))
+    with pytest.raises(ValueError, match=r"`perturb_on_batch` needs the loss: call `model.compile"):
+        model.perturb_on_batch((X, Y))
+    model.compile("sgd")
+    with pytest.raises(ValueError, match=r"Training and evaluation need the loss"):
+        model.fit(X, Y, verbose=0)
