@@ -139,6 +139,19 @@ def make_model(kind: str, input_shape=(4,), num_classes=3, hidden=8, input_name=
 MODEL_KINDS = ("sequential", "functional", "subclassed")
 
 
+def small_mnist_cnn():
+    """A small logits CNN for 28x28x1 images, quick to train on a few thousand examples."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- a linear classifier
 # Linear model: z0 = 0, z1 = 2*x1 - x2, so d = w1 - w0 = (2, -1) and the margin of an
 # example is |2*x1 - x2|. FGSM of radius eps moves every example against its margin by

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import MODEL_KINDS, make_model
+from conftest import MODEL_KINDS, make_model, small_mnist_cnn
 
 from keras_advreg.callbacks import AdversarialRobustnessCallback
 
@@ -45,15 +45,7 @@ def inline_fgsm_accuracy(model, x, y, eps):
 def test_mnist_fit_logs_reach_early_stopping_and_csv(mnist_arrays, tmp_path):
     x_train, y_train, x_test, y_test = mnist_arrays
     x_val, y_val = x_test[:1000], y_test[:1000]
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
+    model = small_mnist_cnn()
     model.compile(
         "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )

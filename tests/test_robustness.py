@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import EPSILONS, EXPECTED, X, Y, linear_model
+from conftest import EPSILONS, EXPECTED, X, Y, linear_model, small_mnist_cnn
 
 import keras_advreg
 from keras_advreg.robustness import check_attack_strength, evaluate_robustness
@@ -78,15 +78,7 @@ def test_adversarial_regularization_attacks_its_base_model():
 def trained_cnn(mnist_arrays):
     x_train, y_train, x_test, y_test = mnist_arrays
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
+    model = small_mnist_cnn()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train[:3000], y_train[:3000], batch_size=64, epochs=1, verbose=0)
     return model, (x_test[:500], y_test[:500])
