@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_advreg  # noqa: E402
-from keras_advreg.robustness import evaluate_robustness  # noqa: E402
+from keras_advreg.evaluation import evaluate_robustness  # noqa: E402
 
 BATCH = 256
 EPS1 = (0.1,)

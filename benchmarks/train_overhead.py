@@ -83,7 +83,7 @@ def nsl_worker(mnist_dir: str, n: int) -> None:
     """Serves 'epoch' requests on stdin; answers 'wall cpu' on stdout."""
     import tensorflow as tf
 
-    from keras_advreg._nsl import nsl
+    from keras_advreg.backend.nsl import nsl
 
     k = tf.keras
     assert "tf_keras" in k.__name__, k.__name__

@@ -1,6 +1,6 @@
 """NSL's "Adversarial regularization for image classification" tutorial on Keras 3.
 
-The flow of `keras-advreg demo`, step by step (`keras_advreg.demo.run_demo` is
+The flow of `keras-advreg demo`, step by step (`keras_advreg.apps.demo.run_demo` is
 the same flow with results.json, figures and saved models on top):
 
 1. load MNIST with tfds (images scaled to [0, 1]);
@@ -24,7 +24,7 @@ import argparse
 import keras
 
 import keras_advreg
-from keras_advreg import demo
+from keras_advreg.apps import demo
 
 
 def main(argv: list[str] | None = None) -> dict:

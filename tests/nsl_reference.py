@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_advreg._nsl import nsl  # noqa: E402  (the shim makes NSL importable on TF >= 2.16)
+from keras_advreg.backend.nsl import nsl  # noqa: E402  (the shim makes NSL importable on TF >= 2.16)
 
 
 def build(tfk):

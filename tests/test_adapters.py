@@ -11,7 +11,7 @@ from conftest import MODEL_KINDS, assert_same, elements, make_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_advreg.adapters import to_dict, to_tuple, unpack_batch
+from keras_advreg.data.adapters import to_dict, to_tuple, unpack_batch
 
 PROPERTY_SETTINGS = settings(
     max_examples=15,

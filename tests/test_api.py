@@ -4,10 +4,12 @@ import keras_advreg
 
 PUBLIC_API = [
     "AdvConfig",
+    "AdversarialExamplesCallback",
     "AdversarialRegularization",
     "AdversarialRobustnessCallback",
     "RobustnessReport",
     "__version__",
+    "attacks",
     "check_attack_strength",
     "evaluate_robustness",
     "generate_adversarial_examples",
@@ -29,3 +31,60 @@ def test_serializable_classes_are_registered_under_the_package():
 
     name = keras.saving.get_registered_name(keras_advreg.AdversarialRegularization)
     assert name == "keras_advreg>AdversarialRegularization"
+
+
+ATTACKS_API = [
+    "APGD",
+    "APGDTargeted",
+    "Attack",
+    "AutoAttack",
+    "FGSM",
+    "PGD",
+    "Square",
+    "deserialize",
+    "generate_adversarial_examples",
+    "get",
+    "names",
+    "random_in_norm_ball",
+    "register_attack",
+    "serialize",
+]
+
+
+def test_attacks_api_is_pinned():
+    assert sorted(keras_advreg.attacks.__all__) == sorted(ATTACKS_API)
+    assert keras_advreg.attacks.names() == [
+        "apgd",
+        "apgd-ce",
+        "apgd-dlr",
+        "apgd-t",
+        "autoattack",
+        "autoattack-fast",
+        "fgsm",
+        "pgd",
+        "square",
+    ]
+
+
+def test_a_file_saved_before_the_package_reshape_still_loads():
+    """tests/data/*v0.1*: saved by keras_advreg 0.1.0.dev0 (flat modules, `keras_advreg.wrappers`)."""
+    import os
+
+    import keras
+    import numpy as np
+
+    here = os.path.join(os.path.dirname(__file__), "data")
+    model = keras.models.load_model(os.path.join(here, "adversarial_regularization_v0.1.keras"))
+    expected = np.load(os.path.join(here, "adversarial_regularization_v0.1_expected.npz"))
+    assert isinstance(model, keras_advreg.AdversarialRegularization)
+    assert model.adv_config == keras_advreg.AdvConfig(
+        multiplier=0.5,
+        adv_step_size=0.05,
+        adv_grad_norm="infinity",
+        clip_value_min=0.0,
+        clip_value_max=1.0,
+        pgd_iterations=2,
+        pgd_epsilon=0.1,
+    )
+    np.testing.assert_allclose(model.predict(expected["x"], verbose=0), expected["pred"], atol=1e-6)
+    model.fit(expected["x"], expected["y"], epochs=1, verbose=0)  # compiled state came back too

@@ -12,8 +12,8 @@ import pytest
 from conftest import MODEL_KINDS, make_model
 
 import keras_advreg
-from keras_advreg import cli
-from keras_advreg.demo import CURVE_EPSILONS
+from keras_advreg.apps import cli
+from keras_advreg.apps.demo import CURVE_EPSILONS
 
 
 def run(capsys, *argv):
@@ -108,7 +108,7 @@ def test_evaluate_defaults():
     args = cli.build_parser().parse_args(["evaluate", "m.keras"])
     assert args.model == "m.keras" and args.dataset == "mnist"
     assert args.epsilons == (0.05, 0.1, 0.2, 0.3)
-    assert (args.attack, args.norm, args.batch_size) == ("fgsm", "infinity", 256)
+    assert (args.attack, args.norm, args.batch_size) == ("autoattack", "infinity", 256)
     assert args.clip_min is None and args.clip_max is None
 
 
@@ -272,6 +272,8 @@ def test_evaluate_gives_hand_computed_fgsm_accuracy(capsys, tmp_path, linear_npz
         linear_npz,
         "--epsilons",
         "0.1,0.5",
+        "--attack",
+        "fgsm",
         "--output-dir",
         out_dir,
         "--quiet",
@@ -291,6 +293,7 @@ def test_evaluate_clips_only_when_asked_for_npz(capsys, tmp_path, linear_npz):
     # 0: still correct) while -0.4 -> 0.1 (class 0: wrong). Without clipping all three flip.
     path = save(linear_model("functional"), tmp_path)
     argv = ["evaluate", path, "--dataset", linear_npz, "--epsilons", "0.5", "--quiet", "--no-plots"]
+    argv += ["--attack", "fgsm"]
     status, _, err = run(
         capsys, *argv, "--clip-min", "0", "--clip-max", "1", "--output-dir", tmp_path / "c"
     )
@@ -353,6 +356,8 @@ def test_evaluate_matches_evaluate_robustness_for_a_saved_wrapper(capsys, tmp_pa
         npz,
         "--epsilons",
         "0.1,0.3",
+        "--attack",
+        "fgsm",
         "--batch-size",
         "16",
         "--output-dir",
@@ -362,7 +367,7 @@ def test_evaluate_matches_evaluate_robustness_for_a_saved_wrapper(capsys, tmp_pa
     assert status == 0, err
     assert "40 examples" in out  # the progress bar's title
     results = json.loads((tmp_path / "out" / cli.EVALUATE_RESULTS_FILE).read_text())
-    expected = keras_advreg.evaluate_robustness(model, (x, y), epsilons=(0.1, 0.3), batch_size=16)
+    expected = keras_advreg.evaluate_robustness(model, (x, y), epsilons=(0.1, 0.3), batch_size=16, attack="fgsm")
     assert results["clean_accuracy"] == expected.clean_accuracy
     assert results["accuracy"] == {f"{e:g}": a for e, a in expected.accuracy.items()}
     assert results["config"]["attacked"].startswith("Functional")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_advreg import AdvConfig, make_adv_reg_config
-from keras_advreg._nsl import nsl
+from keras_advreg.backend.nsl import nsl
 
 
 def test_defaults_equal_nsl_defaults():

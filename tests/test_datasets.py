@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from conftest import assert_same, elements, require
 
-from keras_advreg.adapters import to_tuple
-from keras_advreg.datasets import load_tfds
+from keras_advreg.data.adapters import to_tuple
+from keras_advreg.data.tfds import load_tfds
 
 tfds = require("tensorflow_datasets")
 

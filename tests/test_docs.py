@@ -9,22 +9,29 @@ import textwrap
 import pytest
 
 import keras_advreg
-from keras_advreg import wrappers
+from keras_advreg.training import model as wrappers
 
 MODULES = sorted(
     name
-    for _, name, _ in pkgutil.iter_modules(keras_advreg.__path__, "keras_advreg.")
-    if name != "keras_advreg.tuning" or importlib.util.find_spec("keras_tuner")
+    for _, name, _ in pkgutil.walk_packages(keras_advreg.__path__, "keras_advreg.")
+    if not name.startswith("keras_advreg.tuning") or importlib.util.find_spec("keras_tuner")
 )
 
 
 # Modules whose docstrings carry runnable `>>>` examples.
 WITH_EXAMPLES = {
-    "keras_advreg.adapters",
-    "keras_advreg.config",
-    "keras_advreg.demo",
-    "keras_advreg.robustness",
-    "keras_advreg.tuning",
+    "keras_advreg.data.adapters",
+    "keras_advreg.training.config",
+    "keras_advreg.apps.demo",
+    "keras_advreg.evaluation.evaluate",
+    "keras_advreg.tuning.search",
+    "keras_advreg.attacks.base",
+    "keras_advreg.attacks.fgsm",
+    "keras_advreg.attacks.pgd",
+    "keras_advreg.attacks.apgd",
+    "keras_advreg.attacks.square",
+    "keras_advreg.attacks.autoattack",
+    "keras_advreg.attacks.generate",
 }
 
 

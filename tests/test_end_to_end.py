@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from keras_advreg import cli, demo
+from keras_advreg.apps import cli, demo
 
 TRAIN, TEST = 5000, 1000
 

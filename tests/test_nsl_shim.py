@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_advreg  # noqa: F401  (installs the shim)
-from keras_advreg import _nsl
+from keras_advreg.backend import nsl as _nsl
 
 
 def test_nsl_math_layer_is_importable():
@@ -31,7 +31,7 @@ def test_only_the_estimator_module_is_replaced():
     code = (
         "import sys, tensorflow as tf\n"
         "before = set(m for m in sys.modules if m.startswith('neural_structured_learning'))\n"
-        "import keras_advreg._nsl as shim\n"
+        "import keras_advreg.backend.nsl as shim\n"
         "import neural_structured_learning as nsl\n"
         "stand_ins = [n for n, m in sys.modules.items() if getattr(m, '_keras_advreg_stand_in', False)]\n"
         "print(sorted(stand_ins), sorted(before))\n"

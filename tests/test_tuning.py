@@ -324,7 +324,7 @@ def test_objective_helpers():
         ({"adv_multiplier": (0.1, 0.2, 0.3)}, "`adv_multiplier` must be a number or a"),
         ({"pgd_iterations": 0}, "`pgd_iterations` must be an integer >= 1"),
         ({"epsilons": ()}, "`epsilons` must be a number or a non-empty sequence"),
-        ({"attack": "cw"}, "`attack` must be one of 'fgsm', 'pgd'"),
+        ({"attack": "cw"}, "`attack` must be one of .*'fgsm', 'pgd'"),
         (
             {"callback_kwargs": {"metric_name": "acc"}},
             r"`callback_kwargs` cannot set \['metric_name'\]",

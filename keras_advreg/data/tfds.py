@@ -13,7 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from keras_advreg.adapters import _keys_arg, to_dict
+from keras_advreg.data.adapters import keys_arg, to_dict
 
 _MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -134,8 +134,8 @@ def load_tfds(
     if shuffle is not None and not isinstance(shuffle, bool):
         raise ValueError(f"`shuffle` must be True, False or None. Received: shuffle={shuffle!r}")
     if as_dict:
-        _keys_arg(feature_key, "feature_key", allow_none=False)
-        _keys_arg(label_key, "label_key", allow_none=False)
+        keys_arg(feature_key, "feature_key", allow_none=False)
+        keys_arg(label_key, "label_key", allow_none=False)
         if not isinstance(feature_key, str) or not isinstance(label_key, str):
             raise ValueError(
                 "`feature_key` and `label_key` must be strings. Received: "

@@ -12,7 +12,7 @@ module), and only the estimator helpers raise, with an explanation.
 
 Every other module of keras_advreg gets NSL from here:
 
-    from keras_advreg._nsl import nsl, adversarial_neighbor
+    from keras_advreg.backend.nsl import nsl, adversarial_neighbor
 """
 
 from __future__ import annotations

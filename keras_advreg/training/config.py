@@ -9,7 +9,6 @@ NSL code ports by changing the import.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import math
 import numbers
@@ -18,30 +17,11 @@ from typing import Any
 
 import numpy as np
 
-NORMS = ("infinity", "l2", "l1")
-# Spellings users type that mean one of NSL's norms.
-_NORM_ALIASES = {"inf": "infinity", "linf": "infinity", "l-inf": "infinity", "l_inf": "infinity"}
+from keras_advreg.utils import normalize_norm
 
-# keras-tuner hyperparameter names used by `keras_advreg.tuning`, and the field each sets.
-HYPERPARAMETER_FIELDS = {
-    "adv_multiplier": "multiplier",
-    "adv_step_size": "adv_step_size",
-    "adv_grad_norm": "adv_grad_norm",
-    "pgd_iterations": "pgd_iterations",
-    "pgd_epsilon": "pgd_epsilon",
-}
-
-
-def normalize_norm(value: Any, name: str = "adv_grad_norm") -> str:
-    """Returns NSL's spelling of a norm name, or raises a Keras-style error."""
-    if isinstance(value, enum.Enum):  # nsl.configs.NormType
-        value = value.value
-    if isinstance(value, str):
-        key = value.strip().lower()
-        key = _NORM_ALIASES.get(key, key)
-        if key in NORMS:
-            return key
-    raise ValueError(f"`{name}` must be one of 'infinity', 'l2', 'l1'. Received: {name}={value!r}")
+# The one legacy spelling of a field: keras_advreg's tuner called `multiplier` `adv_multiplier`
+# (NSL's own keyword, and the prefix of its other adversarial fields).
+_FIELD_ALIASES = {"adv_multiplier": "multiplier"}
 
 
 def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
@@ -226,7 +206,7 @@ class AdvConfig:
 
     def to_nsl(self):
         """Returns the equivalent `nsl.configs.AdvRegConfig`."""
-        from keras_advreg._nsl import nsl_configs
+        from keras_advreg.backend.nsl import nsl_configs
 
         return nsl_configs.AdvRegConfig(
             multiplier=self.multiplier,
@@ -235,7 +215,7 @@ class AdvConfig:
 
     def to_nsl_neighbor_config(self, **overrides: Any):
         """Returns NSL's `AdvNeighborConfig` (the perturbation part), with `overrides`."""
-        from keras_advreg._nsl import nsl_configs
+        from keras_advreg.backend.nsl import nsl_configs
 
         config = self.replace(**overrides) if overrides else self
         return nsl_configs.AdvNeighborConfig(
@@ -301,12 +281,12 @@ class AdvConfig:
 
     @classmethod
     def from_hyperparameters(cls, hp: Any, base: AdvConfig | None = None) -> AdvConfig:
-        """Builds a config from keras-tuner hyperparameters (e.g. the best trial's).
+        """Builds a config from hyperparameter values (e.g. the best keras-tuner trial's).
 
         Args:
-            hp: `keras_tuner.HyperParameters` or a dict of values. Recognised
-                names: `adv_multiplier`, `adv_step_size`, `adv_grad_norm`,
-                `pgd_iterations`, `pgd_epsilon`; others are ignored.
+            hp: `keras_tuner.HyperParameters` or a dict of values. Values named
+                after an `AdvConfig` field set it (`adv_multiplier` is also
+                read as `multiplier`); others are ignored.
             base: AdvConfig. Values for fields the hyperparameters do not set.
                 Defaults to `AdvConfig()`.
 
@@ -320,8 +300,11 @@ class AdvConfig:
             raise TypeError(
                 f"`hp` must be keras_tuner.HyperParameters or a dict of values. Received: hp={hp!r}"
             )
+        fields = {f.name for f in dataclasses.fields(cls)}
         changes = {
-            field: values[name] for name, field in HYPERPARAMETER_FIELDS.items() if name in values
+            _FIELD_ALIASES.get(name, name): value
+            for name, value in values.items()
+            if _FIELD_ALIASES.get(name, name) in fields
         }
         return (base or cls()).replace(**changes)
 

@@ -16,13 +16,17 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import unscale_loss_for_distribution
-from keras.src.trainers.compile_utils import CompileLoss
 
-from keras_advreg._nsl import adversarial_neighbor
-from keras_advreg.adapters import _as_key_tuple, unpack_batch
-from keras_advreg.attacks import random_in_norm_ball
-from keras_advreg.config import AdvConfig
+from keras_advreg.attacks.norms import random_in_norm_ball
+from keras_advreg.backend.keras_internals import (
+    CompileLoss,
+    loss_tracker,
+    unscale_loss_for_distribution,
+)
+from keras_advreg.backend.nsl import adversarial_neighbor
+from keras_advreg.backend.nsl_private import random_start_neighbor
+from keras_advreg.data.adapters import as_key_tuple, unpack_batch
+from keras_advreg.training.config import AdvConfig
 
 _OVERRIDABLE = (
     "feature_mask",
@@ -148,7 +152,7 @@ class AdversarialRegularization(keras.Model):
                 f"Received: sample_weight_key={sample_weight_key!r}"
             )
         self.base_model = base_model
-        self.label_keys = _as_key_tuple(label_keys, "label_keys")
+        self.label_keys = as_key_tuple(label_keys, "label_keys")
         self.sample_weight_key = sample_weight_key
         self.adv_config = AdvConfig.coerce(adv_config)
         self.base_with_labels_in_features = bool(base_with_labels_in_features)
@@ -356,7 +360,9 @@ class AdversarialRegularization(keras.Model):
                 use_while_loop=True,
             )
             return adv
-        return _random_start_neighbor(features, labels, config, model_fn, loss_fn)
+        return random_start_neighbor(
+            features, labels, config, model_fn, loss_fn, random_in_norm_ball
+        )
 
     def _forward(self, features, labels, sample_weight, extras, training, outer_tape=None):
         """Clean forward pass, total labeled loss and scaled adversarial loss."""
@@ -391,7 +397,7 @@ class AdversarialRegularization(keras.Model):
 
     def _record(self, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
         batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
-        self._loss_tracker.update_state(
+        loss_tracker(self).update_state(
             unscale_loss_for_distribution(total), sample_weight=batch_size
         )
         self.scaled_adversarial_loss_tracker.update_state(
@@ -507,33 +513,3 @@ def _as_mapping(data: Any) -> Mapping:
 
 def _to_numpy(value: Any) -> Any:
     return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, value)
-
-
-def _random_start_neighbor(features, labels, config, model_fn, loss_fn):
-    """NSL's `gen_neighbor` with `random_init`, for a batch size known only at run time.
-
-    NSL 1.4.0 draws the random start with the static shape and so fails inside
-    `model.fit`. This follows NSL's algorithm step for step, with NSL's own
-    gradient, projection and clipping code; only the random draw is
-    `keras_advreg.attacks.random_in_norm_ball`, which uses dynamic shapes.
-    """
-    generator = adversarial_neighbor._GenAdvNeighbor(  # noqa: SLF001 (NSL 1.4 is frozen)
-        labeled_loss=None,
-        adv_config=config,
-        pgd_model_fn=model_fn,
-        pgd_loss_fn=loss_fn,
-    )
-    keyed = generator._compose_as_dict(features)
-    dense, sparse = generator._split_dict(keyed, _is_perturbable)
-    radius = config.pgd_epsilon or config.adv_step_size
-    perturbations = random_in_norm_ball(dense, radius, config.adv_grad_norm.value)
-    perturbed = generator._apply_perturbations(dense, perturbations)
-    for _ in range(config.pgd_iterations):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(perturbed)
-            inputs = generator._decompose_as(features, dict(perturbed, **sparse))
-            loss = loss_fn(labels, model_fn(inputs))
-        grads = generator._compute_gradient(loss, perturbed, tape)
-        perturbations = generator._compute_perturbations(perturbed, grads, dense)
-        perturbed = generator._apply_perturbations(dense, perturbations)
-    return generator._decompose_as(features, dict(perturbed, **sparse))

@@ -41,6 +41,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
 
 
+#: The names `--attack` takes (`keras_advreg.attacks.names()`, without importing TensorFlow).
+ATTACKS = (
+    "autoattack",
+    "autoattack-fast",
+    "apgd-ce",
+    "apgd-dlr",
+    "apgd-t",
+    "square",
+    "pgd",
+    "fgsm",
+)
+
+
 # --------------------------------------------------------------------------- argument types
 def parse_epsilons(text: str) -> tuple[float, ...]:
     """Parses `"0.05,0.1,0.2"` into `(0.05, 0.1, 0.2)`.
@@ -110,7 +123,7 @@ def _float(text: str) -> float:
 
 
 def _norm(text: str) -> str:
-    from keras_advreg.config import normalize_norm
+    from keras_advreg.utils import normalize_norm
 
     try:
         return normalize_norm(text, "norm")
@@ -123,7 +136,7 @@ def _norm(text: str) -> str:
 # --------------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     """The `keras-advreg` argument parser (subcommands `demo` and `evaluate`)."""
-    from keras_advreg.demo import CURVE_EPSILONS, EVAL_BATCH_SIZE
+    from keras_advreg.apps.demo import CURVE_EPSILONS, EVAL_BATCH_SIZE
     from keras_advreg.version import __version__
 
     parser = _Parser(
@@ -208,11 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=EVALUATE_EPSILONS,
         help=f"default: {','.join(f'{e:g}' for e in EVALUATE_EPSILONS)}.",
     )
-    evaluate.add_argument("--attack", choices=("fgsm", "pgd"), default="fgsm")
+    evaluate.add_argument(
+        "--attack",
+        choices=ATTACKS,
+        default="autoattack",
+        help="autoattack (APGD-CE, APGD-T, Square: the standard), autoattack-fast, apgd-ce, "
+        "apgd-dlr, apgd-t, square, pgd or fgsm (the last two only bound robustness from above; "
+        "default: autoattack).",
+    )
     evaluate.add_argument(
         "--norm", type=_norm, default="infinity", help="infinity, l2 or l1 (default: infinity)."
     )
-    evaluate.add_argument("--pgd-steps", type=_positive_int, default=10, help="default: 10.")
+    evaluate.add_argument("--pgd-steps", type=_positive_int, help="PGD only (default: 10).")
     evaluate.add_argument(
         "--pgd-step-size", type=_float, help="default: 2.5 * epsilon / pgd-steps."
     )
@@ -263,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from keras_advreg import demo
+    from keras_advreg.apps import demo
 
     config = demo.DemoConfig(
         epochs=args.epochs,
@@ -292,22 +312,21 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from keras_advreg import demo
-    from keras_advreg.attacks import AttackSpec
+    from keras_advreg.apps import demo
+    from keras_advreg.attacks.base import from_arguments
 
     is_mnist = args.dataset == "mnist"
     clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
     clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
     try:  # the attack settings first: before loading the model and (maybe building) the data
-        AttackSpec(
-            args.epsilons,
+        attack = from_arguments(
             args.attack,
+            args.epsilons,
             args.norm,
-            args.pgd_steps,
-            args.pgd_step_size,
-            True,
             clip_min,
             clip_max,
+            args.pgd_steps,
+            args.pgd_step_size,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -319,21 +338,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
-    title = None if args.quiet else f"{args.attack.upper()} ({args.norm}) on {len(y)} examples"
+    title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
         report = demo.robustness(
-            model,
-            x,
-            y,
-            args.epsilons,
-            attack=args.attack,
-            norm=args.norm,
-            pgd_steps=args.pgd_steps,
-            pgd_step_size=args.pgd_step_size,
-            clip_value_min=clip_min,
-            clip_value_max=clip_max,
-            batch_size=args.batch_size,
-            title=title,
+            model, x, y, attack=attack, batch_size=args.batch_size, title=title
         )
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -376,7 +384,7 @@ def load_dataset(args: argparse.Namespace):
 
     dataset = args.dataset
     if dataset == "mnist":
-        from keras_advreg.demo import load_mnist_test
+        from keras_advreg.apps.demo import load_mnist_test
 
         try:
             x, y = load_mnist_test(
@@ -473,7 +481,7 @@ def _write_evaluation(args: argparse.Namespace, report: Any, dataset: str) -> No
         plotting.plot_accuracy_vs_epsilon(
             {os.path.basename(args.model): report},
             curve,
-            title=f"{report.attack.upper()} ({report.norm}) on {dataset}",
+            title=f"{report.description} ({report.norm}) on {dataset}",
         )
         written.append(curve)
     with open(path, "w") as f:

@@ -20,7 +20,7 @@ import tensorflow as tf
 _TENSOR_SPECS = (tf.TensorSpec, tf.RaggedTensorSpec, tf.SparseTensorSpec)
 
 
-def _as_key_tuple(keys: Any, name: str) -> tuple[str, ...]:
+def as_key_tuple(keys: Any, name: str) -> tuple[str, ...]:
     if isinstance(keys, str):
         return (keys,)
     if isinstance(keys, Sequence) and keys and all(isinstance(k, str) for k in keys):
@@ -89,7 +89,7 @@ def unpack_batch(
     >>> sorted(x), y.tolist(), w
     (['image'], [1.0, 1.0], None)
     """
-    label_keys = _as_key_tuple(label_keys, "label_keys")
+    label_keys = as_key_tuple(label_keys, "label_keys")
     if isinstance(data, Mapping):
         present = [k for k in label_keys if k in data]
         if not present:
@@ -128,7 +128,7 @@ def unpack_batch(
 
 
 # --------------------------------------------------------------------------- keys
-def _keys_arg(value: Any, name: str, allow_none: bool) -> str | tuple[str, ...] | None:
+def keys_arg(value: Any, name: str, allow_none: bool) -> str | tuple[str, ...] | None:
     """A key argument: `None` (when allowed), one str, or a tuple of str (several)."""
     if value is None and allow_none:
         return None
@@ -367,8 +367,8 @@ def to_dict(
     (['image', 'label'], (2, 3))
     """
     keys = (
-        _keys_arg(feature_key, "feature_key", allow_none=False),
-        _keys_arg(label_key, "label_key", allow_none=True),
+        keys_arg(feature_key, "feature_key", allow_none=False),
+        keys_arg(label_key, "label_key", allow_none=True),
         _sample_weight_key_arg(sample_weight_key),
     )
     return _convert(data, _element_to_dict, "to_dict", keys)
@@ -416,8 +416,8 @@ def to_tuple(
     ((2, 3), [0, 1])
     """
     keys = (
-        _keys_arg(feature_key, "feature_key", allow_none=True),
-        _keys_arg(label_key, "label_key", allow_none=True),
+        keys_arg(feature_key, "feature_key", allow_none=True),
+        keys_arg(label_key, "label_key", allow_none=True),
         _sample_weight_key_arg(sample_weight_key),
     )
     return _convert(data, _element_to_tuple, "to_tuple", keys)

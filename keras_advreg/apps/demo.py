@@ -12,7 +12,7 @@ l-inf), then both measured on the test set:
 - `whitebox_accuracy`: accuracy on FGSM examples generated on the model
   itself (`keras_advreg.evaluate_robustness`).
 
-`keras-advreg demo` (see `keras_advreg.cli`) and `examples/mnist_adversarial.py`
+`keras-advreg demo` (see `keras_advreg.apps.cli`) and `examples/mnist_adversarial.py`
 both run `run_demo`. Loading MNIST needs `tensorflow-datasets`
 (`pip install "keras-advreg[datasets]"`); the figures need matplotlib
 (`pip install "keras-advreg[plot]"`).
@@ -34,11 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_advreg.attacks import generate_adversarial_examples
-from keras_advreg.config import AdvConfig
-from keras_advreg.datasets import load_tfds
-from keras_advreg.robustness import RobustnessReport, evaluate_robustness
+from keras_advreg.data.tfds import load_tfds
+from keras_advreg.evaluation import RobustnessReport, evaluate_robustness
+from keras_advreg.training import AdvConfig, AdversarialRegularization
 from keras_advreg.version import __version__
-from keras_advreg.wrappers import AdversarialRegularization
 
 #: The tutorial's adversarial-regularization hyperparameters.
 TUTORIAL_ADV_CONFIG = AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
@@ -261,10 +260,9 @@ def robustness(
     model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
-    epsilons: Sequence[float],
+    epsilons: Sequence[float] | None = None,
     *,
-    attack: str = "fgsm",
-    norm: str = "infinity",
+    attack: Any = "fgsm",
     clip_value_min: Any = 0.0,
     clip_value_max: Any = 1.0,
     batch_size: int = EVAL_BATCH_SIZE,
@@ -273,12 +271,13 @@ def robustness(
 ) -> RobustnessReport:
     """`evaluate_robustness` on arrays, with an optional progress bar titled `title`."""
     data = batches_with_progress(x, y, batch_size, title)
+    if not isinstance(attack, str):  # an attack object carries its own settings
+        return evaluate_robustness(model, data, attack=attack, batch_size=batch_size, **kwargs)
     return evaluate_robustness(
         model,
         data,
-        epsilons=tuple(epsilons),
+        epsilons=None if epsilons is None else tuple(epsilons),
         attack=attack,
-        norm=norm,
         clip_value_min=clip_value_min,
         clip_value_max=clip_value_max,
         batch_size=batch_size,
@@ -337,7 +336,7 @@ def transfer_accuracy(
 # --------------------------------------------------------------------------- the whole flow
 def versions() -> dict[str, str]:
     """Versions of Python, TensorFlow, Keras, NSL and keras_advreg."""
-    from keras_advreg._nsl import nsl
+    from keras_advreg.backend.nsl import nsl
 
     return {
         "python": platform.python_version(),
@@ -440,7 +439,7 @@ def run_demo(
     for name, model in models.items():
         start = time.perf_counter()
         title = f"\nWhite-box FGSM on the {name} model" if verbose else None
-        reports[name] = robustness(model, x_test, y_test, epsilons, title=title)
+        reports[name] = robustness(model, x_test, y_test, epsilons, title=title, warn=False)
         timings[f"whitebox_{name}"] = time.perf_counter() - start
 
     results = {
@@ -579,13 +578,3 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
-
-
-def main() -> None:  # pragma: no cover - `python -m keras_advreg.demo`
-    from keras_advreg.cli import main as cli_main
-
-    sys.exit(cli_main(["demo", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,20 +1,8 @@
-"""keras-tuner search over the adversarial hyperparameters: `AdversarialHyperModel`.
+"""`AdversarialHyperModel`: a keras-tuner `HyperModel` over adversarial regularization.
 
-keras-tuner has no plugin registry; a `keras_tuner.HyperModel` subclass (like
-`keras_tuner.applications.HyperResNet`) is its extension point, so the search
-is a plain keras-tuner job:
-
-```python
-import keras_tuner as kt
-from keras_advreg.tuning import AdversarialHyperModel, search
-
-hypermodel = AdversarialHyperModel(build_base_model, loss=loss, metrics=["accuracy"])
-tuner = kt.RandomSearch(hypermodel, objective=hypermodel.objective(), max_trials=10)
-search(tuner, x_train, y_train, epochs=2, validation_data=(x_val, y_val))
-config = hypermodel.get_adv_config(tuner.get_best_hyperparameters()[0])
-```
-
-Importing this module imports keras-tuner (`pip install "keras-advreg[tuner]"`).
+Each trial wraps the user's base model in `AdversarialRegularization` with the trial's
+`AdvConfig`, and measures robustness with `AdversarialRobustnessCallback` on the
+validation data (see `keras_advreg.tuning`).
 """
 
 from __future__ import annotations
@@ -39,15 +27,15 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 import keras
 import numpy as np
 
-from keras_advreg.adapters import unpack_batch
-from keras_advreg.callbacks import AdversarialRobustnessCallback
-from keras_advreg.config import AdvConfig, normalize_norm
-from keras_advreg.wrappers import AdversarialRegularization
+from keras_advreg.attacks.base import from_arguments
+from keras_advreg.callbacks.robustness import AdversarialRobustnessCallback
+from keras_advreg.data.adapters import unpack_batch
+from keras_advreg.training.config import AdvConfig
+from keras_advreg.training.model import AdversarialRegularization
+from keras_advreg.tuning.search import ADV_ACCURACY, CLEAN_ADV_ACCURACY, objective
+from keras_advreg.tuning.search_space import SearchDimension, adv_config_values
+from keras_advreg.utils import normalize_norm
 
-#: Log key of the robust accuracy (first attack epsilon), written by the robustness callback.
-ADV_ACCURACY = "val_adv_accuracy"
-#: Log key of `robust_weight * val_adv_accuracy + (1 - robust_weight) * clean accuracy`.
-CLEAN_ADV_ACCURACY = "val_clean_adv_accuracy"
 #: Where the clean accuracy comes from, first found: the robustness callback's (same
 #: examples as the robust accuracy), else Keras' validation accuracy.
 CLEAN_ACCURACY_KEYS = (
@@ -56,14 +44,6 @@ CLEAN_ACCURACY_KEYS = (
     "val_sparse_categorical_accuracy",
     "val_acc",
 )
-
-# Default search space. The tutorial's hand-picked values (0.2, 0.2, l-inf) are the
-# hyperparameters' defaults (used where keras-tuner does not tune a value).
-_FLOAT_SPACES = {
-    "adv_multiplier": dict(min_value=0.01, max_value=1.0, sampling="log", default=0.2),
-    "adv_step_size": dict(min_value=0.01, max_value=0.5, sampling="log", default=0.2),
-    "pgd_epsilon": dict(min_value=0.01, max_value=0.5, sampling="log", default=0.2),
-}
 
 
 def _require_tensorboard() -> None:
@@ -82,92 +62,6 @@ def _require_tensorboard() -> None:
             "without it every trial fails. Install it with: "
             'pip install "keras-advreg[tuner]" (or pip install tensorboard)'
         ) from e
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-class _SearchDimension:
-    """One searched (or fixed) hyperparameter, validated at construction."""
-
-    def __init__(self, name: str, spec: Any, kind: str):
-        self.name, self.spec, self.kind = name, spec, kind
-        self.method, self.kwargs = self._parse(spec)
-        # Dry run: keras-tuner's own checks (e.g. log sampling needs min > 0).
-        try:
-            self.declare(kt.HyperParameters())
-        except ValueError as e:
-            raise ValueError(
-                f"`{name}` is not a valid search space: {e} Received: {name}={spec!r}"
-            ) from None
-
-    def _error(self, expected: str) -> ValueError:
-        return ValueError(f"`{self.name}` must be {expected}. Received: {self.name}={self.spec!r}")
-
-    def _parse(self, spec: Any) -> tuple[str, dict]:
-        name, kind = self.name, self.kind
-        if isinstance(spec, Mapping):
-            kwargs = dict(spec)
-            if kind == "choice":
-                values = kwargs.get("values")
-                if not values:
-                    raise self._error("a non-empty list of norms")
-                kwargs["values"] = [normalize_norm(v, name) for v in values]
-                if "default" in kwargs:
-                    kwargs["default"] = normalize_norm(kwargs["default"], name)
-                return "Choice", kwargs
-            if "min_value" not in kwargs or "max_value" not in kwargs:
-                raise self._error("a dict with `min_value` and `max_value`")
-            self._check_range(kwargs["min_value"], kwargs["max_value"])
-            return ("Int" if kind == "int" else "Float"), kwargs
-        if kind == "choice":
-            if isinstance(spec, str) or hasattr(spec, "value"):
-                return "Fixed", {"value": normalize_norm(spec, name)}
-            if isinstance(spec, Sequence):
-                if not spec:
-                    raise self._error(
-                        "a norm or a non-empty list of norms, e.g. ['infinity', 'l2']"
-                    )
-                values = list(dict.fromkeys(normalize_norm(v, name) for v in spec))
-                return "Choice", {"values": values}
-            raise self._error("a norm or a non-empty list of norms, e.g. ['infinity', 'l2']")
-        if _is_number(spec):
-            if kind == "int" and (not float(spec).is_integer() or spec < 1):
-                raise self._error("an integer >= 1")
-            if kind == "float" and (not math.isfinite(spec) or spec < 0):
-                raise self._error("a finite number >= 0")
-            return "Fixed", {"value": int(spec) if kind == "int" else float(spec)}
-        if isinstance(spec, Sequence) and not isinstance(spec, str):
-            if len(spec) != 2 or not all(_is_number(v) for v in spec):
-                raise self._error("a number or a `(min_value, max_value)` pair")
-            low, high = spec
-            self._check_range(low, high)
-            if kind == "int":
-                return "Int", {"min_value": int(low), "max_value": int(high)}
-            kwargs = dict(_FLOAT_SPACES.get(name, {}), min_value=float(low), max_value=float(high))
-            if not low <= kwargs.get("default", low) <= high:
-                kwargs["default"] = float(low)
-            if low <= 0:  # log sampling needs a positive minimum
-                kwargs["sampling"] = "linear"
-            return "Float", kwargs
-        raise self._error("a number, a `(min_value, max_value)` pair or a dict of hp kwargs")
-
-    def _check_range(self, low: Any, high: Any) -> None:
-        if not (_is_number(low) and _is_number(high)):
-            raise self._error("a range of numbers")
-        if low > high:
-            raise ValueError(
-                f"`{self.name}` is an empty range: min_value={low!r} is greater than "
-                f"max_value={high!r}. Received: {self.name}={self.spec!r}"
-            )
-        if self.kind == "int" and low < 1:
-            raise self._error("a range of integers >= 1")
-        if self.kind == "float" and low < 0:
-            raise self._error("a range of numbers >= 0")
-
-    def declare(self, hp: Any) -> Any:
-        return getattr(hp, self.method)(self.name, **self.kwargs)
 
 
 class _CleanAdvAccuracy(keras.callbacks.Callback):
@@ -238,8 +132,10 @@ class AdversarialHyperModel(kt.HyperModel):
         epsilons: float or tuple of float. Attack radii of the robustness
             evaluation; the first gives `val_adv_accuracy`, each also logs
             `val_adv_accuracy_eps_{epsilon}`. Defaults to `(0.1,)`.
-        attack: str. Attack of the evaluation, `"fgsm"` or `"pgd"`. Defaults
-            to `"fgsm"`.
+        attack: str, config dict or `keras_advreg.attacks.Attack`. Attack of
+            the evaluation that the objective is measured by. Defaults to
+            `"autoattack-fast"` (APGD-CE + APGD-T): a single-step attack would
+            let the search select gradient-masked configurations.
         attack_norm: str. Norm of the evaluation attack. Defaults to
             `"infinity"`.
         clip_value_min: float. Lower clip of the evaluation's adversarial
@@ -295,8 +191,8 @@ class AdversarialHyperModel(kt.HyperModel):
         adv_grad_norm: Any = ("infinity", "l2"),
         pgd_iterations: Any = None,
         pgd_epsilon: Any = None,
-        epsilons: Sequence[float] = (0.1,),
-        attack: str = "fgsm",
+        epsilons: Any = (0.1,),
+        attack: Any = "autoattack-fast",
         attack_norm: str = "infinity",
         clip_value_min: Any = None,
         clip_value_max: Any = None,
@@ -358,8 +254,10 @@ class AdversarialHyperModel(kt.HyperModel):
                 f"`callback_kwargs` cannot set {reserved}: the hypermodel passes the validation "
                 f"data and logs {ADV_ACCURACY!r}. Received: callback_kwargs={callback_kwargs!r}"
             )
-        # The callback checks its settings (epsilons, attack, norm, clip values) on creation.
-        self.make_callback((np.zeros((1, 1), "float32"), np.zeros((1,), "int64")))
+        # The attack's settings (epsilons, norm, clip values) are checked now.
+        self._attack = from_arguments(
+            attack, epsilons, self.attack_norm, self.clip_value_min, self.clip_value_max
+        )
         specs = {
             "adv_multiplier": (adv_multiplier, "float"),
             "adv_step_size": (adv_step_size, "float"),
@@ -368,13 +266,13 @@ class AdversarialHyperModel(kt.HyperModel):
             "pgd_epsilon": (pgd_epsilon, "float"),
         }
         self._dimensions = [
-            _SearchDimension(key, spec, kind)
+            SearchDimension(key, spec, kind)
             for key, (spec, kind) in specs.items()
             if spec is not None
         ]
         self._check_l1_projection()
         # Fail now on an invalid combination of the defaults.
-        self.get_adv_config(self.declare_search_space(kt.HyperParameters()))
+        self.get_adv_config(self.declare_hyperparameters(kt.HyperParameters()))
         self._checked_objectives: set[str] = set()
 
     # ------------------------------------------------------------------ search space
@@ -395,8 +293,12 @@ class AdversarialHyperModel(kt.HyperModel):
                 f"adv_config.pgd_epsilon={self.adv_config.pgd_epsilon!r}"
             )
 
-    def declare_search_space(self, hp: Any) -> Any:
-        """Declares the adversarial hyperparameters in `hp` and returns it."""
+    def declare_hyperparameters(self, hp: Any) -> Any:
+        """Declares the adversarial hyperparameters in `hp` and returns it.
+
+        keras-tuner calls this hook when the tuner is created, so the search
+        space is known before the first trial.
+        """
         for dimension in self._dimensions:
             dimension.declare(hp)
         return hp
@@ -406,7 +308,7 @@ class AdversarialHyperModel(kt.HyperModel):
 
         Fields that are not hyperparameters come from `adv_config`.
         """
-        return AdvConfig.from_hyperparameters(hp, base=self.adv_config)
+        return self.adv_config.replace(**adv_config_values(hp))
 
     def objective(self, kind: str = "robust") -> Any:
         """Returns the `keras_tuner.Objective` to maximise.
@@ -421,7 +323,7 @@ class AdversarialHyperModel(kt.HyperModel):
 
     # ------------------------------------------------------------------ keras-tuner hooks
     def build(self, hp: Any) -> AdversarialRegularization:
-        config = self.get_adv_config(self.declare_search_space(hp))
+        config = self.get_adv_config(self.declare_hyperparameters(hp))
         base = self._call_build_base_model(hp)
         model = AdversarialRegularization(
             base,
@@ -541,7 +443,7 @@ class AdversarialHyperModel(kt.HyperModel):
             return
         produced = set(_evaluate_keys(model, validation_data))
         produced |= {"val_" + k for k in produced}
-        produced |= set(_callback_keys(robustness, self.epsilons))
+        produced |= set(robustness.log_keys)
         produced.add(ADV_ACCURACY)
         if produced & set(self._clean_keys()):
             produced.add(CLEAN_ADV_ACCURACY)
@@ -561,99 +463,7 @@ class AdversarialHyperModel(kt.HyperModel):
         self._checked_objectives |= set(names)
 
 
-# ---------------------------------------------------------------------- module helpers
-def objective(kind: str = "robust") -> Any:
-    """Returns the `keras_tuner.Objective` for the robustness metrics.
-
-    Args:
-        kind: str. `"robust"` (`val_adv_accuracy`) or `"clean_adv"`
-            (`val_clean_adv_accuracy`). Defaults to `"robust"`.
-
-    Example:
-
-    >>> spec = objective("robust")
-    >>> spec.name, spec.direction
-    ('val_adv_accuracy', 'max')
-    """
-    names = {"robust": ADV_ACCURACY, "clean_adv": CLEAN_ADV_ACCURACY}
-    if kind not in names:
-        raise ValueError(f"`kind` must be one of {sorted(names)}. Received: kind={kind!r}")
-    return kt.Objective(names[kind], "max")
-
-
-def search(tuner: Any, *fit_args: Any, **fit_kwargs: Any) -> list:
-    """Runs `tuner.search(...)` and makes failed trials visible.
-
-    keras-tuner marks a trial that raises as failed/invalid and goes on, so a
-    search where every trial failed returns normally with no scores. This
-    raises instead, with the first failed trial's error, and warns when only
-    some trials failed. On a distributed worker (`KERASTUNER_TUNER_ID` not a
-    chief) the chief holds the trials, and nothing is checked.
-
-    Args:
-        tuner: A keras-tuner tuner (`RandomSearch`, `BayesianOptimization`,
-            `Hyperband`, ...).
-        *fit_args: Passed to `tuner.search` (e.g. `x, y`).
-        **fit_kwargs: Passed to `tuner.search` (e.g. `epochs`,
-            `validation_data`).
-
-    Returns:
-        The completed trials (`keras_tuner.engine.trial.Trial`), in trial order.
-
-    Raises:
-        RuntimeError: If trials ran and none completed.
-    """
-    try:
-        tuner.search(*fit_args, **fit_kwargs)
-    except RuntimeError as e:
-        # keras-tuner stops after `max_consecutive_failed_trials` failures with the
-        # last trial's traceback; report the first one, like a search that ran out.
-        failed, completed = _failed_and_completed(tuner)
-        if failed and not completed:
-            raise RuntimeError(_all_failed_message(failed)) from e
-        raise
-    failed, completed = _failed_and_completed(tuner)
-    if failed and not completed:
-        raise RuntimeError(_all_failed_message(failed))
-    if failed:
-        warnings.warn(
-            f"{len(failed)} of {len(failed) + len(completed)} trials failed; the first "
-            f"(trial {failed[0].trial_id}) with {_last_line(failed[0].message)}\n"
-            f"{failed[0].message}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return completed
-
-
-def _failed_and_completed(tuner: Any) -> tuple[list, list]:
-    trials = getattr(tuner.oracle, "trials", None)
-    if not isinstance(trials, Mapping):  # OracleClient on a distributed worker
-        return [], []
-    ordered = sorted(trials.values(), key=lambda t: _trial_order(t.trial_id))
-    completed = [t for t in ordered if t.status == "COMPLETED"]
-    failed = [t for t in ordered if t.status in ("FAILED", "INVALID")]
-    return failed, completed
-
-
-def _all_failed_message(failed: list) -> str:
-    first = failed[0]
-    return (
-        f"All {len(failed)} trial(s) of the search failed. The first trial's error "
-        f"(trial {first.trial_id}, status {first.status}): {_last_line(first.message)}\n"
-        f"{first.message}"
-    )
-
-
-def _last_line(message: str | None) -> str:
-    lines = [line for line in (message or "").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(no message)"
-
-
-def _trial_order(trial_id: str) -> tuple:
-    return (0, int(trial_id), "") if str(trial_id).isdigit() else (1, 0, str(trial_id))
-
-
+# ---------------------------------------------------------------------- helpers
 def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
@@ -714,23 +524,4 @@ def _evaluate_keys(model: keras.Model, validation_data: Any) -> list[str]:
     return list(logs)
 
 
-def _callback_keys(callback: Any, epsilons: Sequence[float]) -> list[str]:
-    for attr in ("log_keys", "metric_names", "keys"):
-        value = getattr(callback, attr, None)
-        if callable(value):
-            try:
-                value = value()
-            except TypeError:
-                value = None
-        if isinstance(value, (list, tuple, set)):
-            return [str(v) for v in value]
-    return [ADV_ACCURACY]
-
-
-__all__ = [
-    "ADV_ACCURACY",
-    "CLEAN_ADV_ACCURACY",
-    "AdversarialHyperModel",
-    "objective",
-    "search",
-]
+__all__ = ["AdversarialHyperModel"]

@@ -1,0 +1,99 @@
+"""AutoAttack (Croce & Hein 2020): an ensemble of diverse attacks run as a cascade.
+
+Each member runs only on the examples the previous ones left correctly classified; an
+example is robust only if every member failed, so the accuracy is the per-example worst
+case. `"autoattack"`: APGD-CE, APGD-T (9 targets) and Square (5000 queries), 100
+iterations each - the reference's standard version without FAB-T. `"autoattack-fast"`:
+APGD-CE and APGD-T with 3 targets, for per-epoch use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keras_advreg.attacks.apgd import APGD, APGDTargeted
+from keras_advreg.attacks.base import Attack, register_attack, register_preset
+from keras_advreg.attacks.square import Square
+from keras_advreg.utils import check_positive_int
+
+VERSIONS = ("standard", "fast")
+
+
+@register_attack("autoattack")
+class AutoAttack(Attack):
+    """The AutoAttack cascade.
+
+    Members that cannot run on a model are left out, and the report says so:
+    APGD-T needs at least 4 classes (it uses `min(num_targets, classes - 1)`
+    targets), Square needs one image feature, a bounded box and l-inf.
+
+    Args:
+        epsilon: float or sequence of floats. Radius. Defaults to `0.1`.
+        version: str. `"standard"` (APGD-CE, APGD-T with 9 targets, Square
+            5000 queries) or `"fast"` (APGD-CE, APGD-T with 3 targets).
+            Defaults to `"standard"`.
+        steps: int. APGD iterations. Defaults to `100`.
+        **kwargs: `norm`, `clip_value_min`, `clip_value_max`, `restarts`
+            (of each member), `seed` (see `Attack`).
+
+    Example:
+
+    >>> AutoAttack(epsilon=0.3, version="fast").describe()
+    'AutoAttack-fast (APGD-CE-100, APGD-T-100x3)'
+    """
+
+    def __init__(self, epsilon: Any = 0.1, version: str = "standard", steps: int = 100, **kwargs):
+        super().__init__(epsilon, **kwargs)
+        if version not in VERSIONS:
+            raise ValueError(
+                f"`version` must be one of 'standard', 'fast'. Received: version={version!r}"
+            )
+        self.version = version
+        self.steps = check_positive_int("steps", steps)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "version": self.version, "steps": self.steps}
+
+    def members(self) -> list[Attack]:
+        """The attacks of the ensemble, in cascade order."""
+        common = {
+            k: v for k, v in Attack.get_config(self).items() if k not in ("epsilon",)
+        }
+        members: list[Attack] = [APGD(self.epsilon, steps=self.steps, loss="ce", **common)]
+        targets = 9 if self.version == "standard" else 3
+        members.append(
+            APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
+        )
+        if self.version == "standard" and self.norm == "infinity":
+            square = {k: v for k, v in common.items() if k != "norm"}
+            members.append(Square(self.epsilon, queries=5000, **square))
+        return members
+
+    def describe(self) -> str:
+        inner = ", ".join(m.describe() for m in self.members())
+        name = "AutoAttack" if self.version == "standard" else "AutoAttack-fast"
+        return f"{name} ({inner})"
+
+    def stages(self, problem: Any = None) -> list[Attack]:
+        stages: list[Attack] = []
+        for member in self.members():
+            if problem is not None and isinstance(member, APGDTargeted):
+                classes = 1 if problem.head.binary else problem.head.num_classes
+                if classes < 4:
+                    continue
+                member = member.replace(num_targets=min(member.num_targets, classes - 1))
+            if problem is not None and isinstance(member, Square):
+                try:
+                    member.check_problem(problem)
+                except ValueError:
+                    continue
+            stages += member.stages(problem)
+        return stages
+
+    def skipped(self, problem: Any) -> list[str]:
+        """The members left out on `problem`, with why."""
+        ran = {s.label for s in self.stages(problem)}
+        return [m.describe() for m in self.members() if m.label not in ran]
+
+
+register_preset("autoattack-fast", lambda **kwargs: AutoAttack(**{"version": "fast", **kwargs}))

@@ -1,0 +1,74 @@
+"""`generate_adversarial_examples`: one batch in, its adversarial examples out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_advreg.attacks.base import from_arguments
+from keras_advreg.attacks.heads import attack_target
+from keras_advreg.attacks.problem import check_labels, get_problem
+from keras_advreg.attacks.runner import attack_batch
+from keras_advreg.data.batching import as_floatx, model_inputs
+
+
+def generate_adversarial_examples(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    epsilon: float | None = None,
+    attack: Any = "pgd",
+    norm: str | None = None,
+    pgd_steps: int | None = None,
+    pgd_step_size: float | None = None,
+    random_start: bool | None = None,
+    clip_value_min: Any = None,
+    clip_value_max: Any = None,
+    loss: Any = None,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Perturbs one batch with an attack (`evaluate_robustness`'s, on one radius).
+
+    Args:
+        model: keras.Model. The classifier to attack (white-box).
+        x: array or dict of arrays. One batch of features.
+        y: array. Its labels (class ids or one-hot).
+        epsilon: float. Attack radius. Defaults to the attack's (`0.1`).
+        attack: str, config dict or `keras_advreg.attacks.Attack`. Defaults to
+            `"pgd"`.
+        norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
+            clip_value_max, loss: As in `evaluate_robustness`.
+
+    Returns:
+        `(x_adv, clean_predictions, adversarial_predictions)` as numpy values.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> model.set_weights([np.array([[1.0, -1.0], [0.0, 0.0]], "float32"), np.zeros(2, "float32")])
+    >>> x_adv, clean, adv = generate_adversarial_examples(
+    ...     model, np.array([[0.3, 0.5]], "float32"), np.array([0]), epsilon=0.5, attack="fgsm")
+    >>> x_adv.round(2).tolist(), clean.tolist(), adv.tolist()
+    ([[-0.2, 0.5]], [0], [1])
+    """
+    attack = from_arguments(
+        attack, epsilon, norm, clip_value_min, clip_value_max, pgd_steps, pgd_step_size, random_start
+    )
+    if len(attack.epsilons) != 1:
+        raise ValueError(
+            f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}"
+        )
+    target = attack_target(model)
+    x, y = model_inputs(target, as_floatx(x)), np.asarray(y)
+    problem = get_problem(model, x, y, loss, attack.clip_value_min, attack.clip_value_max)
+    for stage in attack.stages(problem):
+        stage.check_problem(problem)
+    check_labels(y, problem)
+    seed = attack.seed if attack.seed is not None else int(np.random.randint(2**31 - 1))
+    result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, 0)
+    x_adv = problem.unflatten(tf.nest.map_structure(tf.convert_to_tensor, x), result.adversarial[0])
+    x_adv = tf.nest.map_structure(lambda t: t.numpy(), x_adv)
+    return x_adv, result.clean_predictions, result.adversarial_predictions[0]

@@ -1,0 +1,203 @@
+"""The head an attack differentiates: the model's logits, and the loss on them.
+
+A model ending in a softmax (or a 1-unit sigmoid) is attacked through the logits before
+it, never through saturated probabilities; `make_head` finds them. The attack losses
+(cross-entropy in a saturation-proof form, DLR, targeted DLR) are functions of
+`(labels, scores)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_advreg.backend.keras_internals import output_layer
+
+_SOFTMAX_NAMES = ("softmax",)
+_SIGMOID_NAMES = ("sigmoid",)
+
+
+def _activation_name(fn: Any) -> str | None:
+    name = getattr(fn, "__name__", None)
+    return name.lower() if isinstance(name, str) else None
+
+
+@dataclasses.dataclass
+class Head:
+    """How to attack a classifier: `scores(x)` and the loss on them."""
+
+    model: Any
+    scores: Callable  # x -> logits (pre-softmax/sigmoid) or the model output
+    output: str  # "logits" | "probabilities"
+    binary: bool
+    num_classes: int
+    description: str
+
+
+def _pre_activation(model: Any):
+    """Returns `(fn, kind)` computing the pre-softmax/sigmoid tensor, or `(None, None)`."""
+    layer, layer_input = output_layer(model)
+    if layer is None or layer_input is None:
+        return None, None
+    if isinstance(layer, keras.layers.Softmax):
+        kind = "softmax"
+    elif isinstance(layer, keras.layers.Activation):
+        name = _activation_name(layer.activation)
+        kind = name if name in _SOFTMAX_NAMES + _SIGMOID_NAMES else None
+    else:
+        name = _activation_name(getattr(layer, "activation", None))
+        kind = f"{name}_activation" if name in _SOFTMAX_NAMES + _SIGMOID_NAMES else None
+    if kind is None:
+        return None, None
+    trunk = keras.Model(model.inputs, layer_input)
+    if not kind.endswith("_activation"):  # a Softmax/Activation layer: its input is the logits
+        return trunk, kind
+
+    def linear(x):  # the last layer without its activation, sharing its (live) weights
+        activation = layer.activation
+        layer.activation = keras.activations.linear
+        try:
+            return layer(trunk(x, training=False), training=False)
+        finally:
+            layer.activation = activation
+
+    return linear, kind.split("_")[0]
+
+
+def _looks_like_probabilities(out: np.ndarray) -> bool:
+    if out.shape[-1] == 1:
+        return False
+    return bool(np.all(out >= 0) and np.all(out <= 1) and np.allclose(out.sum(-1), 1.0, atol=1e-3))
+
+
+def attack_target(model: Any) -> Any:
+    base = getattr(model, "base_model", None)
+    return base if isinstance(base, keras.Model) else model
+
+
+def make_head(model: Any, probe_x: Any, custom_loss: bool) -> Head:
+    target = attack_target(model)
+    if not callable(target):
+        raise TypeError(f"`model` must be a Keras model. Received: model={model!r}")
+    out = target(probe_x, training=False)  # also builds an unbuilt model
+    if isinstance(out, (list, tuple, dict)) or not hasattr(out, "shape") or len(out.shape) != 2:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            "evaluate_robustness needs a classifier with one output of shape "
+            f"(batch_size, num_classes). Received a model output of {shape}"
+        )
+    out = np.asarray(out)
+    num_classes = int(out.shape[-1])
+    name = type(target).__name__
+    if custom_loss:
+        return Head(
+            target,
+            lambda x: target(x, training=False),
+            "model_output",
+            num_classes == 1,
+            num_classes,
+            f"{name} output with the given loss",
+        )
+    fn, kind = _pre_activation(target)
+    if fn is not None:
+        binary = kind == "sigmoid"
+        if binary and num_classes != 1:
+            raise ValueError(
+                "evaluate_robustness supports single-label classifiers: a sigmoid output must "
+                f"have 1 unit (binary). Received an output of shape {out.shape} with sigmoid"
+            )
+        return Head(
+            target, fn, "logits", binary, num_classes, f"{name}: logits before the final {kind}"
+        )
+    if _looks_like_probabilities(out):
+        warnings.warn(
+            f"The model ({name}) outputs probabilities, but its final softmax could not be "
+            "located to attack the logits before it (a subclassed model, or a softmax outside "
+            "the last layer). The attack uses cross-entropy on the probabilities, whose "
+            "gradient vanishes where the softmax saturates: robust accuracy may be "
+            "overestimated (gradient masking). Attack a model that outputs logits, or pass "
+            "`loss=`.",
+            stacklevel=3,
+        )
+        return Head(
+            target,
+            lambda x: target(x, training=False),
+            "probabilities",
+            False,
+            num_classes,
+            f"{name}: probabilities (softmax not located)",
+        )
+    if num_classes == 1 and np.all(out >= 0) and np.all(out <= 1):
+        warnings.warn(
+            f"The model ({name}) has 1 output unit with values in [0, 1] but no sigmoid "
+            "layer was found; it is attacked as binary logits. Pass `loss=` if it outputs "
+            "probabilities.",
+            stacklevel=3,
+        )
+    return Head(
+        target,
+        lambda x: target(x, training=False),
+        "logits",
+        num_classes == 1,
+        num_classes,
+        f"{name}: logits",
+    )
+
+
+def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
+    if loss is not None:
+        fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+        if isinstance(fn, keras.losses.Loss):  # per-example values, not the reduced mean
+            fn = fn.call
+        return lambda y, out: fn(y, out)
+    if head.binary:
+        # softplus(-s * z), s = +-1: binary cross-entropy with a gradient that stays exact
+        # for confident examples (TF's sigmoid cross-entropy rounds it to 0).
+        return lambda y, z: tf.nn.softplus(
+            -(2.0 * tf.cast(tf.reshape(y, tf.shape(z)), z.dtype) - 1.0) * z
+        )
+    if head.output == "probabilities":
+        if label_mode == "sparse":
+            return keras.losses.sparse_categorical_crossentropy
+        return keras.losses.categorical_crossentropy
+
+    def cross_entropy(y, z):
+        """Cross-entropy as softplus(logsumexp_{j != y}(z_j - z_y)): the same value, but its
+        gradient stays exact where the softmax saturates (the usual `softmax - onehot`
+        rounds to 0 once p_y rounds to 1 in float32, which looks like gradient masking)."""
+        if label_mode == "categorical":
+            ids = tf.argmax(y, axis=-1, output_type=tf.int32)
+        else:
+            ids = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        is_label = tf.one_hot(ids, tf.shape(z)[-1], on_value=True, off_value=False)
+        z_y = tf.reduce_sum(tf.where(is_label, z, tf.zeros_like(z)), axis=-1, keepdims=True)
+        others = tf.where(is_label, tf.fill(tf.shape(z), tf.constant(-1e9, z.dtype)), z - z_y)
+        return tf.nn.softplus(tf.reduce_logsumexp(others, axis=-1))
+
+    return cross_entropy
+
+
+
+
+def true_ids(y: Any, label_mode: str) -> Any:
+    """Class ids of sparse or one-hot labels, as int32 of shape `(batch,)`."""
+    if label_mode == "categorical":
+        return tf.argmax(y, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.reshape(y, [-1]), tf.int32)
+
+
+def margin(z: Any, ids: Any) -> Any:
+    """`z_y - max_{i != y} z_i` per example: negative once the example is misclassified."""
+    is_label = tf.one_hot(ids, tf.shape(z)[-1], on_value=True, off_value=False)
+    z_y = tf.reduce_sum(tf.where(is_label, z, tf.zeros_like(z)), axis=-1)
+    others = tf.where(is_label, tf.fill(tf.shape(z), tf.constant(-np.inf, z.dtype)), z)
+    return z_y - tf.reduce_max(others, axis=-1)
+
+
+__all__ = ["Head", "attack_loss", "attack_target", "make_head", "margin", "true_ids"]

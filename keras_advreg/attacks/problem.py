@@ -1,0 +1,256 @@
+"""What every attack runs on: the model as a function of flattened features, compiled.
+
+`AttackProblem` turns one model, its labels and clip range into functions of a flat
+`(batch, D)` tensor `v` holding every floating-point feature (a dict of several inputs is
+attacked jointly, as NSL does: one norm over all of them): the scores, the loss and its
+input gradient, the predicted classes and the box `[lo, hi]`. `CompiledAttack` traces
+one attack's `perturb` over it once per input signature (a `tf.function`, cached on the
+model), for several radii per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from keras_advreg.attacks.heads import Head, attack_loss, attack_target, make_head, true_ids
+from keras_advreg.data.batching import label_mode as find_label_mode
+
+
+@dataclasses.dataclass
+class BatchState:
+    """One batch, as attacks see it (inside the graph)."""
+
+    x: Any  # the model's features (non-float leaves are kept as they are)
+    y: Any  # labels as given (sparse or one-hot)
+    ids: Any  # int32 class ids, (batch,)
+    v0: Any  # clean float features, flattened: (batch, D)
+    scores: Any  # clean scores (logits), (batch, classes)
+    grad: Any  # input gradient of the attack loss at v0, (batch, D)
+
+
+class AttackProblem:
+    """A classifier and its data layout, as functions of flat features `v`.
+
+    Args:
+        head: `Head`. The scores to attack (logits found by `make_head`).
+        label_mode: str. `"sparse"` or `"categorical"`.
+        loss: The user's loss on the model output, or None (cross-entropy).
+        x_spec: nest of `tf.TensorSpec`. The features' layout.
+        clip_value_min, clip_value_max: float or dict per feature, or None.
+        threshold: float. Decision threshold of a 1-unit output.
+    """
+
+    def __init__(self, head, label_mode, loss, x_spec, clip_value_min, clip_value_max, threshold):
+        self.head, self.label_mode, self.custom_loss = head, label_mode, loss
+        self.num_classes = max(head.num_classes, 2)
+        self.threshold = threshold
+        self._loss = attack_loss(head, label_mode, loss)
+        if isinstance(x_spec, Mapping):  # clip values may be given per top-level feature name
+            paths = [k for k in sorted(x_spec) for _ in tf.nest.flatten(x_spec[k])]
+        else:
+            paths = [""] * len(tf.nest.flatten(x_spec))
+        leaves = tf.nest.flatten(x_spec)
+        self.float_index = [i for i, s in enumerate(leaves) if s.dtype.is_floating]
+        if not self.float_index:
+            raise ValueError("`data` has no floating-point features to perturb.")
+        self.shapes = [tuple(leaves[i].shape[1:]) for i in self.float_index]
+        if any(d is None for shape in self.shapes for d in shape):
+            raise ValueError(
+                "Attacked features need a known shape (besides the batch dimension). "
+                f"Received feature shapes {[leaves[i].shape for i in self.float_index]}"
+            )
+        self.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
+        self.dims = int(sum(self.sizes))
+        names = [paths[i] for i in self.float_index]
+        lo = [_bound(clip_value_min, n, -np.inf) for n in names]
+        hi = [_bound(clip_value_max, n, np.inf) for n in names]
+        self.lo = np.concatenate([np.full(s, b, "float32") for s, b in zip(self.sizes, lo)])
+        self.hi = np.concatenate([np.full(s, b, "float32") for s, b in zip(self.sizes, hi)])
+        self.bounded = bool(np.all(np.isfinite(self.lo)) and np.all(np.isfinite(self.hi)))
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """`(height, width, channels)` when the features are one image tensor, else None."""
+        if len(self.shapes) != 1:
+            return None
+        shape = self.shapes[0]
+        if len(shape) == 2:
+            return (*shape, 1)
+        if len(shape) == 3:
+            return shape
+        return None
+
+    def flatten(self, x: Any) -> Any:
+        leaves = tf.nest.flatten(x)
+        flat = [tf.reshape(tf.cast(leaves[i], tf.float32), [-1, n]) for i, n in zip(
+            self.float_index, self.sizes
+        )]
+        return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
+
+    def unflatten(self, x: Any, v: Any) -> Any:
+        leaves = tf.nest.flatten(x)
+        parts = tf.split(v, self.sizes, axis=1) if len(self.sizes) > 1 else [v]
+        for i, part, shape in zip(self.float_index, parts, self.shapes):
+            leaves[i] = tf.cast(tf.reshape(part, [-1, *shape]), leaves[i].dtype)
+        return tf.nest.pack_sequence_as(x, leaves)
+
+    def clip(self, v: Any) -> Any:
+        return tf.clip_by_value(v, self.lo, self.hi) if self._any_bound else v
+
+    @property
+    def _any_bound(self) -> bool:
+        return bool(np.any(np.isfinite(self.lo)) or np.any(np.isfinite(self.hi)))
+
+    # ------------------------------------------------------------------ model
+    def scores(self, x: Any, v: Any) -> Any:
+        return self.head.scores(self.unflatten(x, v))
+
+    def loss(self, y: Any, scores: Any) -> Any:
+        """The per-example attack loss (cross-entropy on logits, or the user's loss)."""
+        values = self._loss(y, scores)
+        batch = tf.shape(scores)[0]
+        if values.shape.rank == 0:  # a callable that reduces: the same value for every example
+            return tf.fill([batch], values)
+        return tf.reduce_sum(tf.reshape(values, [batch, -1]), axis=1)
+
+    def value_and_grad(self, x: Any, v: Any, loss_of_scores: Callable) -> tuple[Any, Any, Any]:
+        """`(per-example loss, scores, d sum(loss) / d v)` at `v`."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(v)
+            scores = self.scores(x, v)
+            loss = loss_of_scores(scores)
+            total = tf.reduce_sum(loss)
+        grad = tape.gradient(total, v)
+        return loss, scores, tf.zeros_like(v) if grad is None else grad
+
+    def classes(self, scores: Any) -> Any:
+        if scores.shape[-1] == 1:
+            return tf.cast(tf.reshape(scores, [-1]) > self.threshold, tf.int32)
+        return tf.argmax(scores, axis=-1, output_type=tf.int32)
+
+    def ids(self, y: Any) -> Any:
+        return true_ids(y, self.label_mode)
+
+    def start(self, x: Any, y: Any) -> BatchState:
+        v0 = self.flatten(x)
+        _, scores, grad = self.value_and_grad(x, v0, lambda s: self.loss(y, s))
+        return BatchState(x, y, self.ids(y), v0, scores, grad)
+
+
+def _bound(value: Any, name: str, default: float) -> float:
+    if isinstance(value, Mapping):
+        value = value.get(name)
+    return default if value is None else float(value)
+
+
+class CompiledAttack:
+    """One attack on one problem, as a `tf.function` over `(x, y, eps[k], seed)`."""
+
+    def __init__(self, attack: Any, problem: AttackProblem, x_spec, y_spec, k: int):
+        self.attack, self.problem = attack, problem
+        signature = [x_spec, y_spec, tf.TensorSpec([k], tf.float32), tf.TensorSpec([2], tf.int32)]
+        self.k = k
+        self.run = tf.function(self._run, input_signature=signature)
+
+    def _run(self, x, y, eps, seed):
+        problem = self.problem
+        state = problem.start(x, y)
+        flat = tf.reshape(tf.abs(state.grad), [tf.shape(state.grad)[0], -1])
+        adversarial, predictions = [], []
+        for i in range(self.k):
+            v_adv, _ = self.attack.perturb(problem, state, eps[i], seed + [0, 104729 * i])
+            adversarial.append(v_adv)
+            predictions.append(problem.classes(problem.scores(x, v_adv)))
+        return {
+            "ids": state.ids,
+            "clean_predictions": problem.classes(state.scores),
+            "zero_gradient": tf.reduce_max(flat, axis=1) == 0,
+            "adversarial": tf.stack(adversarial),
+            "adversarial_predictions": tf.stack(predictions),
+        }
+
+
+def tensor_spec(value: Any) -> Any:
+    """The batch-size-free `TensorSpec` nest of a batch."""
+
+    def one(a):
+        a = tf.convert_to_tensor(a)
+        return tf.TensorSpec((None, *a.shape[1:]), a.dtype)
+
+    return tf.nest.map_structure(one, value)
+
+
+class ProblemCache:
+    """Problems and compiled attacks of one model, kept out of Keras' attribute tracking."""
+
+    def __init__(self):
+        self.items: dict = {}
+
+    @staticmethod
+    def of(model: Any) -> ProblemCache:
+        target = attack_target(model)
+        cache = getattr(target, "_keras_advreg_attacks", None)
+        if cache is None:
+            cache = ProblemCache()
+            try:  # bypass Keras' attribute tracking: this is not model state
+                object.__setattr__(target, "_keras_advreg_attacks", cache)
+            except (AttributeError, TypeError):
+                pass
+        return cache
+
+
+def get_problem(model: Any, x: Any, y: Any, loss: Any, clip_min: Any, clip_max: Any):
+    """The `AttackProblem` of a model for batches like `(x, y)`, cached on the model."""
+    cache = ProblemCache.of(model).items
+    x_spec = tensor_spec(x)
+    head_key = ("head", loss is not None, repr(x_spec))
+    if head_key not in cache:
+        cache[head_key] = make_head(model, x, custom_loss=loss is not None)
+    head: Head = cache[head_key]
+    mode = find_label_mode(np.asarray(y), head.num_classes)
+    key = ("problem", head_key, mode, id(loss), repr(clip_min), repr(clip_max))
+    if key not in cache:
+        threshold = 0.0
+        if head.binary and head.output == "model_output":
+            out = np.asarray(head.scores(x))
+            threshold = 0.5 if np.all(out >= 0) and np.all(out <= 1) else 0.0
+        cache[key] = AttackProblem(head, mode, loss, x_spec, clip_min, clip_max, threshold)
+    return cache[key]
+
+
+def get_compiled(model: Any, attack: Any, problem: AttackProblem, x: Any, y: Any, k: int):
+    """The compiled `attack` for `problem` and `k` radii per call, cached on the model."""
+    cache = ProblemCache.of(model).items
+    x_spec, y_spec = tensor_spec(x), tensor_spec(y)
+    key = ("compiled", attack.key(), id(problem), repr(x_spec), repr(y_spec), k)
+    if key not in cache:
+        cache[key] = CompiledAttack(attack, problem, x_spec, y_spec, k)
+    return cache[key]
+
+
+def check_labels(y: Any, problem: AttackProblem) -> None:
+    if problem.label_mode == "categorical":
+        return
+    y = np.asarray(y)
+    if y.size and (y.min() < 0 or y.max() >= problem.num_classes):
+        raise ValueError(
+            f"Labels must be class ids in [0, {problem.num_classes}). Received labels from "
+            f"{y.min()} to {y.max()}"
+        )
+
+
+__all__ = [
+    "AttackProblem",
+    "BatchState",
+    "CompiledAttack",
+    "check_labels",
+    "get_compiled",
+    "get_problem",
+    "tensor_spec",
+]

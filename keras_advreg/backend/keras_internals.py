@@ -1,0 +1,48 @@
+"""Keras 3 private names keras_advreg relies on, each behind one small function.
+
+Everything else in keras_advreg uses Keras' public API only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Keras >= 3.8: the compiled-loss container of `Model.compile`, and the division of a
+# loss by the number of replicas (Keras' own train steps use both).
+from keras.src.losses.loss import unscale_loss_for_distribution  # noqa: F401
+from keras.src.trainers.compile_utils import CompileLoss  # noqa: F401
+
+
+def loss_tracker(model: Any) -> Any:
+    """The `Mean` metric behind the `loss` log entry of a compiled model."""
+    return model._loss_tracker
+
+
+def output_layer(model: Any) -> tuple[Any, Any]:
+    """The layer producing a functional/Sequential model's single output, and its input.
+
+    Returns `(None, None)` for subclassed models, several outputs, or a graph that cannot
+    be read (it uses Keras' node history: `_keras_history`, `_inbound_nodes`).
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None, None
+    if not outputs or len(outputs) != 1:
+        return None, None
+    history = getattr(outputs[0], "_keras_history", None)
+    if history is None:
+        return None, None
+    layer, node_index = history[0], history[1]
+    nodes = getattr(layer, "_inbound_nodes", [])
+    inputs = nodes[node_index].input_tensors if node_index < len(nodes) else []
+    return layer, (inputs[0] if len(inputs) == 1 else None)
+
+
+def built_input_shapes(model: Any) -> Any:
+    """The input shape a built subclassed model was built with (one `build` argument), or None."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not isinstance(shapes, Mapping) or len(shapes) != 1:
+        return None
+    return next(iter(shapes.values()))

@@ -1,0 +1,134 @@
+"""The adversarial search space: which hyperparameters a search declares, and their ranges.
+
+Hyperparameter names are `AdvConfig` field names, except `adv_multiplier` (NSL's
+`multiplier`, prefixed like the other adversarial fields in a search with the model's own
+hyperparameters).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras_tuner as kt
+
+from keras_advreg.utils import normalize_norm
+
+#: keras-tuner hyperparameter name -> the `AdvConfig` field it sets.
+HYPERPARAMETER_FIELDS = {
+    "adv_multiplier": "multiplier",
+    "adv_step_size": "adv_step_size",
+    "adv_grad_norm": "adv_grad_norm",
+    "pgd_iterations": "pgd_iterations",
+    "pgd_epsilon": "pgd_epsilon",
+}
+
+# Default search space. The tutorial's hand-picked values (0.2, 0.2, l-inf) are the
+# hyperparameters' defaults (used where keras-tuner does not tune a value).
+_FLOAT_SPACES = {
+    "adv_multiplier": dict(min_value=0.01, max_value=1.0, sampling="log", default=0.2),
+    "adv_step_size": dict(min_value=0.01, max_value=0.5, sampling="log", default=0.2),
+    "pgd_epsilon": dict(min_value=0.01, max_value=0.5, sampling="log", default=0.2),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class SearchDimension:
+    """One searched (or fixed) hyperparameter, validated at construction."""
+
+    def __init__(self, name: str, spec: Any, kind: str):
+        self.name, self.spec, self.kind = name, spec, kind
+        self.method, self.kwargs = self._parse(spec)
+        # Dry run: keras-tuner's own checks (e.g. log sampling needs min > 0).
+        try:
+            self.declare(kt.HyperParameters())
+        except ValueError as e:
+            raise ValueError(
+                f"`{name}` is not a valid search space: {e} Received: {name}={spec!r}"
+            ) from None
+
+    def _error(self, expected: str) -> ValueError:
+        return ValueError(f"`{self.name}` must be {expected}. Received: {self.name}={self.spec!r}")
+
+    def _parse(self, spec: Any) -> tuple[str, dict]:
+        name, kind = self.name, self.kind
+        if isinstance(spec, Mapping):
+            kwargs = dict(spec)
+            if kind == "choice":
+                values = kwargs.get("values")
+                if not values:
+                    raise self._error("a non-empty list of norms")
+                kwargs["values"] = [normalize_norm(v, name) for v in values]
+                if "default" in kwargs:
+                    kwargs["default"] = normalize_norm(kwargs["default"], name)
+                return "Choice", kwargs
+            if "min_value" not in kwargs or "max_value" not in kwargs:
+                raise self._error("a dict with `min_value` and `max_value`")
+            self._check_range(kwargs["min_value"], kwargs["max_value"])
+            return ("Int" if kind == "int" else "Float"), kwargs
+        if kind == "choice":
+            if isinstance(spec, str) or hasattr(spec, "value"):
+                return "Fixed", {"value": normalize_norm(spec, name)}
+            if isinstance(spec, Sequence):
+                if not spec:
+                    raise self._error(
+                        "a norm or a non-empty list of norms, e.g. ['infinity', 'l2']"
+                    )
+                values = list(dict.fromkeys(normalize_norm(v, name) for v in spec))
+                return "Choice", {"values": values}
+            raise self._error("a norm or a non-empty list of norms, e.g. ['infinity', 'l2']")
+        if _is_number(spec):
+            if kind == "int" and (not float(spec).is_integer() or spec < 1):
+                raise self._error("an integer >= 1")
+            if kind == "float" and (not math.isfinite(spec) or spec < 0):
+                raise self._error("a finite number >= 0")
+            return "Fixed", {"value": int(spec) if kind == "int" else float(spec)}
+        if isinstance(spec, Sequence) and not isinstance(spec, str):
+            if len(spec) != 2 or not all(_is_number(v) for v in spec):
+                raise self._error("a number or a `(min_value, max_value)` pair")
+            low, high = spec
+            self._check_range(low, high)
+            if kind == "int":
+                return "Int", {"min_value": int(low), "max_value": int(high)}
+            kwargs = dict(_FLOAT_SPACES.get(name, {}), min_value=float(low), max_value=float(high))
+            if not low <= kwargs.get("default", low) <= high:
+                kwargs["default"] = float(low)
+            if low <= 0:  # log sampling needs a positive minimum
+                kwargs["sampling"] = "linear"
+            return "Float", kwargs
+        raise self._error("a number, a `(min_value, max_value)` pair or a dict of hp kwargs")
+
+    def _check_range(self, low: Any, high: Any) -> None:
+        if not (_is_number(low) and _is_number(high)):
+            raise self._error("a range of numbers")
+        if low > high:
+            raise ValueError(
+                f"`{self.name}` is an empty range: min_value={low!r} is greater than "
+                f"max_value={high!r}. Received: {self.name}={self.spec!r}"
+            )
+        if self.kind == "int" and low < 1:
+            raise self._error("a range of integers >= 1")
+        if self.kind == "float" and low < 0:
+            raise self._error("a range of numbers >= 0")
+
+    def declare(self, hp: Any) -> Any:
+        return getattr(hp, self.method)(self.name, **self.kwargs)
+
+
+
+def adv_config_values(hp: Any) -> dict:
+    """The `AdvConfig` fields set by a trial's hyperparameters (or a dict of values)."""
+    values = hp if isinstance(hp, Mapping) else getattr(hp, "values", None)
+    if not isinstance(values, Mapping):
+        raise TypeError(
+            f"`hp` must be keras_tuner.HyperParameters or a dict of values. Received: hp={hp!r}"
+        )
+    return {field: values[name] for name, field in HYPERPARAMETER_FIELDS.items() if name in values}
+
+
+__all__ = ["HYPERPARAMETER_FIELDS", "SearchDimension", "adv_config_values"]
