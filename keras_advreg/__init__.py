@@ -7,13 +7,18 @@ The package layout is described in ARCHITECTURE.md.
 """
 
 # Importing NSL through the shim first makes a later `import neural_structured_learning` work too.
-from keras_advreg.backend import nsl as _nsl  # noqa: F401  (isort: keep first)
 from keras_advreg import attacks
 from keras_advreg.attacks import generate_adversarial_examples
+from keras_advreg.backend import nsl as _nsl  # noqa: F401  (isort: keep first)
 from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
 from keras_advreg.data import load_tfds, to_dict, to_tuple
 from keras_advreg.evaluation import RobustnessReport, check_attack_strength, evaluate_robustness
-from keras_advreg.training import AdvConfig, AdversarialRegularization, make_adv_reg_config
+from keras_advreg.training import (
+    AdvConfig,
+    AdversarialRegularization,
+    EpsilonSchedule,
+    make_adv_reg_config,
+)
 from keras_advreg.version import __version__
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "AdversarialExamplesCallback",
     "AdversarialRegularization",
     "AdversarialRobustnessCallback",
+    "EpsilonSchedule",
     "RobustnessReport",
     "__version__",
     "attacks",

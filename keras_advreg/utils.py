@@ -8,6 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 
+def is_number(value: Any) -> bool:
+    """A real number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_positive_int(name: str, value: Any, allow_none: bool = False) -> Any:
     """Returns `value` as an int >= 1 (or None when allowed), or raises a Keras-style error."""
     if value is None and allow_none:

@@ -7,6 +7,7 @@ PUBLIC_API = [
     "AdversarialExamplesCallback",
     "AdversarialRegularization",
     "AdversarialRobustnessCallback",
+    "EpsilonSchedule",
     "RobustnessReport",
     "__version__",
     "attacks",

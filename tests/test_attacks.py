@@ -40,14 +40,18 @@ def softmax_model(head: str, scale: float):
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 @pytest.mark.parametrize("norm", ["infinity", "l2", "l1"])
 def test_fgsm_exact_on_linear_model(kind, norm):
-    report = evaluate_robustness(linear_model(kind), (X, Y), epsilons=EPSILONS, norm=norm, attack="fgsm")
+    report = evaluate_robustness(
+        linear_model(kind), (X, Y), epsilons=EPSILONS, norm=norm, attack="fgsm"
+    )
     assert report.clean_accuracy == pytest.approx(0.8)
     assert report.accuracy == pytest.approx(EXPECTED[norm])
     assert report.num_examples == 5
     flipped = {e: (0.8 - a) / 0.8 for e, a in EXPECTED[norm].items()}
     assert report.attack_success_rate == pytest.approx(flipped)
     assert report.zero_gradient_fraction == 0.0
-    x_adv, clean, adv = generate_adversarial_examples(linear_model(kind), X, Y, 0.24, norm=norm, attack="fgsm")
+    x_adv, clean, adv = generate_adversarial_examples(
+        linear_model(kind), X, Y, 0.24, norm=norm, attack="fgsm"
+    )
     sign = np.where(Y == 0, 1.0, -1.0)[:, None]
     np.testing.assert_allclose(x_adv, X + 0.24 * sign * DIRECTION[norm], atol=1e-6)
     np.testing.assert_array_equal(clean, [1, 1, 1, 0, 1])
@@ -197,7 +201,10 @@ def test_epsilons_with_one_name_are_rejected():
     with pytest.raises(ValueError, match="Received: epsilons=") as info:
         from_arguments("fgsm", epsilon=[0.2, 1e-7, 1.00000001e-7])
     assert "`epsilons`" in str(info.value) and "'1e-07'" in str(info.value)
-    assert from_arguments("fgsm", epsilon=(0.1, 0.100001)).epsilons == (0.1, 0.100001)  # 6 digits differ
+    assert from_arguments("fgsm", epsilon=(0.1, 0.100001)).epsilons == (
+        0.1,
+        0.100001,
+    )  # 6 digits differ
 
 
 @pytest.mark.parametrize(

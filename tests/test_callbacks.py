@@ -147,7 +147,8 @@ def test_tensorboard_accepts_the_names_and_images_are_written(tmp_path):
         clip_value_min=0.0,
         clip_value_max=1.0,
         log_dir=str(tmp_path / "robustness"),
-        num_images=4, attack="fgsm"
+        num_images=4,
+        attack="fgsm",
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -215,7 +216,11 @@ def test_bad_data_fails_before_the_first_epoch(data, match):
     counter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
     with pytest.raises(ValueError, match=match):
         model.fit(
-            x, y, epochs=1, verbose=0, callbacks=[AdversarialRobustnessCallback(data, attack="fgsm"), counter]
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[AdversarialRobustnessCallback(data, attack="fgsm"), counter],
         )
     assert epochs == []
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
@@ -227,5 +232,9 @@ def test_model_that_is_not_a_classifier_fails_before_the_first_epoch():
     x, y = np.zeros((8, 4, 2), "float32"), np.zeros((8, 4, 3), "float32")
     with pytest.raises(ValueError, match="AdversarialRobustnessCallback cannot attack"):
         model.fit(
-            x, y, epochs=1, verbose=0, callbacks=[AdversarialRobustnessCallback((x, np.zeros(8)), attack="fgsm")]
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[AdversarialRobustnessCallback((x, np.zeros(8)), attack="fgsm")],
         )

@@ -367,7 +367,9 @@ def test_evaluate_matches_evaluate_robustness_for_a_saved_wrapper(capsys, tmp_pa
     assert status == 0, err
     assert "40 examples" in out  # the progress bar's title
     results = json.loads((tmp_path / "out" / cli.EVALUATE_RESULTS_FILE).read_text())
-    expected = keras_advreg.evaluate_robustness(model, (x, y), epsilons=(0.1, 0.3), batch_size=16, attack="fgsm")
+    expected = keras_advreg.evaluate_robustness(
+        model, (x, y), epsilons=(0.1, 0.3), batch_size=16, attack="fgsm"
+    )
     assert results["clean_accuracy"] == expected.clean_accuracy
     assert results["accuracy"] == {f"{e:g}": a for e, a in expected.accuracy.items()}
     assert results["config"]["attacked"].startswith("Functional")

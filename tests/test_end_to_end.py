@@ -27,6 +27,7 @@ def demo_run(mnist_manual_dir, tfds_data_dir, tmp_path_factory):
         f"--manual-dir={mnist_manual_dir}",
         f"--data-dir={tfds_data_dir}",
         f"--output-dir={out}",
+        "--strong-subset=200",
         "--quiet",
     ]
     status = cli.main(argv)
@@ -44,6 +45,10 @@ def test_demo_adversarial_regularization_is_more_robust(demo_run):
     # The tutorial's measurement (FGSM 0.2 made on the base model) and the white-box one.
     assert adv["perturbed_accuracy"] >= base["perturbed_accuracy"] + 0.15
     assert adv["whitebox_accuracy"] >= base["whitebox_accuracy"] + 0.10
+    for model in (base, adv):  # the strong attacks never leave more than the weak ones
+        assert model["autoattack_accuracy"]["0.2"] <= model["pgd40_accuracy"]["0.2"]
+        strong = [model["autoattack_accuracy"][e] for e in ("0.1", "0.2", "0.3")]
+        assert strong == sorted(strong, reverse=True)
     # Attacking the base model itself is the white-box attack on it.
     assert base["perturbed_accuracy"] == base["whitebox_accuracy"]
     for name in ("base", "adv-regularized"):
@@ -68,6 +73,7 @@ def test_evaluate_on_the_saved_model_repeats_the_demos_whitebox_accuracy(
             "evaluate",
             str(out / demo.MODEL_FILES[name]),
             "--dataset=mnist",
+            "--attack=fgsm",
             f"--max-examples={TEST}",
             f"--manual-dir={mnist_manual_dir}",
             f"--data-dir={tfds_data_dir}",

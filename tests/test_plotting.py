@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from keras_advreg.plotting import plot_accuracy_vs_epsilon, plot_perturbed_examples
 from keras_advreg.evaluation import RobustnessReport
+from keras_advreg.plotting import plot_accuracy_vs_epsilon, plot_perturbed_examples
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -34,7 +34,9 @@ def test_one_hot_labels_dicts_and_datasets_agree():
     dataset = tf.data.Dataset.from_tensor_slices({"feature": X, "label": one_hot}).batch(2)
     unbatched = tf.data.Dataset.from_tensor_slices((X, Y))
     for data in [(X, one_hot), dicts, dataset, unbatched]:
-        report = evaluate_robustness(model, data, epsilons=EPSILONS, norm="l2", batch_size=2, attack="fgsm")
+        report = evaluate_robustness(
+            model, data, epsilons=EPSILONS, norm="l2", batch_size=2, attack="fgsm"
+        )
         assert report.accuracy == pytest.approx(EXPECTED["l2"]), data
         assert report.num_examples == 5
 
@@ -61,7 +63,12 @@ def test_unbatched_dataset_with_one_hot_labels_is_batched(kind):
 
 def test_max_examples_and_float64_input():
     report = evaluate_robustness(
-        linear_model(), (X.astype("float64"), Y), epsilons=0.1, batch_size=2, max_examples=3, attack="fgsm"
+        linear_model(),
+        (X.astype("float64"), Y),
+        epsilons=0.1,
+        batch_size=2,
+        max_examples=3,
+        attack="fgsm",
     )
     assert report.num_examples == 3
     assert report.clean_accuracy == 1.0 and report.accuracy[0.1] == pytest.approx(1 / 3)
@@ -70,7 +77,9 @@ def test_max_examples_and_float64_input():
 def test_adversarial_regularization_attacks_its_base_model():
     base = linear_model("functional")
     wrapper = keras_advreg.AdversarialRegularization(base)
-    report = evaluate_robustness(wrapper, {"feature": X, "label": Y}, epsilons=EPSILONS, attack="fgsm")
+    report = evaluate_robustness(
+        wrapper, {"feature": X, "label": Y}, epsilons=EPSILONS, attack="fgsm"
+    )
     assert report.accuracy == pytest.approx(EXPECTED["infinity"])
 
 

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="epsilons of the accuracy-vs-epsilon curve "
         f"(default: {','.join(f'{e:g}' for e in CURVE_EPSILONS)}).",
     )
+    demo.add_argument(
+        "--strong-subset",
+        type=_positive_int,
+        default=1000,
+        help="run PGD-40 and AutoAttack on the first N test examples (default: 1000).",
+    )
     demo.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0.")
     demo.add_argument(
         "--save-models",
@@ -294,6 +300,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         manual_dir=args.manual_dir,
         output_dir=args.output_dir,
         epsilons=args.epsilons,
+        strong_subset=args.strong_subset,
         seed=args.seed,
         save_models=args.save_models,
         plots=args.plots,

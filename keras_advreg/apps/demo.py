@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.attacks import generate_adversarial_examples
+from keras_advreg.attacks import PGD, AutoAttack, generate_adversarial_examples
 from keras_advreg.data.tfds import load_tfds
 from keras_advreg.evaluation import RobustnessReport, evaluate_robustness
 from keras_advreg.training import AdvConfig, AdversarialRegularization
@@ -45,6 +44,8 @@ TUTORIAL_ADV_CONFIG = AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm
 PERTURBED_EPSILON = 0.2
 #: Epsilons of the accuracy-vs-epsilon curve.
 CURVE_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+#: Epsilons of the strong (multi-step) attacks: PGD-40 and AutoAttack.
+STRONG_EPSILONS = (0.1, 0.2, 0.3)
 #: Names of the two models, as in the tutorial.
 BASE, ADV = "base", "adv-regularized"
 #: Batch size of the robustness evaluation (also `keras-advreg evaluate`'s default).
@@ -76,7 +77,12 @@ class DemoConfig:
             `None` writes nothing. Defaults to `"outputs/demo"`.
         epsilons: tuple of float. Epsilons of the accuracy-vs-epsilon curve.
             Defaults to `CURVE_EPSILONS`.
-        seed: int. Random seed (weights and data order). Defaults to `0`.
+        strong_subset: int or None. Run PGD-40 and AutoAttack (at
+            `STRONG_EPSILONS`) on the first this many test examples.
+            Defaults to `1000` (AutoAttack on all 10000 takes tens of minutes
+            on a 2-core CPU); `None`: all.
+        seed: int. Random seed (weights, data order, attack starts).
+            Defaults to `0`.
         save_models: bool. Save `base.keras` and `adv-regularized.keras` (the
             regularized model's base model, a plain Keras model) in
             `output_dir`. Defaults to `True`.
@@ -93,6 +99,7 @@ class DemoConfig:
     manual_dir: str | None = None
     output_dir: str | None = "outputs/demo"
     epsilons: tuple[float, ...] = CURVE_EPSILONS
+    strong_subset: int | None = 1000
     seed: int = 0
     save_models: bool = True
     plots: bool = True
@@ -436,11 +443,26 @@ def run_demo(
 
     epsilons = tuple(sorted(set(config.epsilons) | {PERTURBED_EPSILON}))
     reports: dict[str, RobustnessReport] = {}
+    strong: dict[str, dict[str, RobustnessReport]] = {}
+    n = len(y_test) if config.strong_subset is None else min(config.strong_subset, len(y_test))
+    box = dict(clip_value_min=0.0, clip_value_max=1.0, seed=config.seed)
+    strong_attacks = {
+        "pgd40": PGD(STRONG_EPSILONS, steps=40, **box),
+        "autoattack": AutoAttack(STRONG_EPSILONS, **box),
+    }
     for name, model in models.items():
         start = time.perf_counter()
         title = f"\nWhite-box FGSM on the {name} model" if verbose else None
         reports[name] = robustness(model, x_test, y_test, epsilons, title=title, warn=False)
         timings[f"whitebox_{name}"] = time.perf_counter() - start
+        strong[name] = {}
+        for key, attack in strong_attacks.items():
+            start = time.perf_counter()
+            title = f"{attack.describe()} on the {name} model ({n} examples)" if verbose else None
+            strong[name][key] = robustness(
+                model, x_test[:n], y_test[:n], attack=attack, title=title, warn=False
+            )
+            timings[f"{key}_{name}"] = time.perf_counter() - start
 
     results = {
         "models": {
@@ -448,6 +470,10 @@ def run_demo(
                 "clean_accuracy": reports[name].clean_accuracy,
                 "perturbed_accuracy": perturbed[name],
                 "whitebox_accuracy": reports[name].accuracy[PERTURBED_EPSILON],
+                **{
+                    f"{key}_accuracy": {f"{e:g}": a for e, a in r.accuracy.items()}
+                    for key, r in strong[name].items()
+                },
             }
             for name in models
         },
@@ -463,13 +489,25 @@ def run_demo(
             ),
             "whitebox_accuracy": (
                 f"FGSM l-inf epsilon {PERTURBED_EPSILON:g} generated on each model itself, "
-                "clipped to [0, 1] (keras_advreg.evaluate_robustness)"
+                "clipped to [0, 1] (keras_advreg.evaluate_robustness): an upper bound"
+            ),
+            "pgd40_accuracy": (
+                f"{strong_attacks['pgd40'].describe()} (step 2.5 eps/40, random start), l-inf, "
+                f"clipped to [0, 1], per epsilon, on the first {n} test examples"
+            ),
+            "autoattack_accuracy": (
+                f"{strong_attacks['autoattack'].describe()}, l-inf, clipped to [0, 1], per "
+                f"epsilon, on the first {n} test examples: the robust accuracy"
             ),
         },
         "adv_config": TUTORIAL_ADV_CONFIG.get_config(),
         "config": config.to_dict(),
         "data": {"train_examples": train_size, "test_examples": int(len(y_test))},
         "reports": {name: report.to_dict() for name, report in reports.items()},
+        "strong_reports": {
+            name: {key: r.to_dict() for key, r in by_attack.items()}
+            for name, by_attack in strong.items()
+        },
         "training": training,
         "versions": versions(),
         "timings_seconds": timings,
@@ -550,13 +588,16 @@ def _write_figures(out: str, sample: Mapping[str, np.ndarray], reports) -> dict[
 
 
 def format_table(results: Mapping) -> str:
-    """The results table: model | clean | perturbed | white-box."""
+    """The results table: clean, the tutorial's FGSM numbers, PGD-40 and AutoAttack."""
     eps = f"{PERTURBED_EPSILON:g}"
+    strong = [f"{e:g}" for e in STRONG_EPSILONS]
     header = (
         "model",
         "clean",
-        f"perturbed (FGSM {eps} on base)",
-        f"white-box (FGSM {eps} on itself)",
+        f"FGSM {eps} on base (tutorial)",
+        f"FGSM {eps}",
+        f"PGD-40 {eps}",
+        *(f"AutoAttack {e}" for e in strong),
     )
     rows = [
         (
@@ -564,6 +605,8 @@ def format_table(results: Mapping) -> str:
             f"{m['clean_accuracy']:.4f}",
             f"{m['perturbed_accuracy']:.4f}",
             f"{m['whitebox_accuracy']:.4f}",
+            f"{m['pgd40_accuracy'][eps]:.4f}",
+            *(f"{m['autoattack_accuracy'][e]:.4f}" for e in strong),
         )
         for name, m in results["models"].items()
     ]

@@ -159,7 +159,9 @@ class APGDTargeted(Attack):
         return f"APGD-T-{self.steps}x{self.num_targets}"
 
     def check_problem(self, problem: Any) -> None:
-        _require_classes(self, problem, max(4, self.num_targets + 1), "targeted DLR, one class per target")
+        _require_classes(
+            self, problem, max(4, self.num_targets + 1), "targeted DLR, one class per target"
+        )
 
     def stages(self, problem: Any = None) -> list[Attack]:
         if self.target_rank is not None:

@@ -56,14 +56,10 @@ class AutoAttack(Attack):
 
     def members(self) -> list[Attack]:
         """The attacks of the ensemble, in cascade order."""
-        common = {
-            k: v for k, v in Attack.get_config(self).items() if k not in ("epsilon",)
-        }
+        common = {k: v for k, v in Attack.get_config(self).items() if k not in ("epsilon",)}
         members: list[Attack] = [APGD(self.epsilon, steps=self.steps, loss="ce", **common)]
         targets = 9 if self.version == "standard" else 3
-        members.append(
-            APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
-        )
+        members.append(APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common))
         if self.version == "standard" and self.norm == "infinity":
             square = {k: v for k, v in common.items() if k != "norm"}
             members.append(Square(self.epsilon, queries=5000, **square))

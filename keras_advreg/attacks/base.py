@@ -124,8 +124,7 @@ class Attack:
         if self.norm not in self.norms:
             allowed = ", ".join(repr(n) for n in self.norms)
             raise ValueError(
-                f"`norm` must be one of {allowed} for attack {self.name!r}. "
-                f"Received: norm={norm!r}"
+                f"`norm` must be one of {allowed} for attack {self.name!r}. Received: norm={norm!r}"
             )
         self.clip_value_min = check_clip("clip_value_min", clip_value_min)
         self.clip_value_max = check_clip("clip_value_max", clip_value_max)

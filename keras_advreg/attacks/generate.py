@@ -55,12 +55,17 @@ def generate_adversarial_examples(
     ([[-0.2, 0.5]], [0], [1])
     """
     attack = from_arguments(
-        attack, epsilon, norm, clip_value_min, clip_value_max, pgd_steps, pgd_step_size, random_start
+        attack,
+        epsilon,
+        norm,
+        clip_value_min,
+        clip_value_max,
+        pgd_steps,
+        pgd_step_size,
+        random_start,
     )
     if len(attack.epsilons) != 1:
-        raise ValueError(
-            f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}"
-        )
+        raise ValueError(f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}")
     target = attack_target(model)
     x, y = model_inputs(target, as_floatx(x)), np.asarray(y)
     problem = get_problem(model, x, y, loss, attack.clip_value_min, attack.clip_value_max)

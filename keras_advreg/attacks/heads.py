@@ -183,8 +183,6 @@ def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
     return cross_entropy
 
 
-
-
 def true_ids(y: Any, label_mode: str) -> Any:
     """Class ids of sparse or one-hot labels, as int32 of shape `(batch,)`."""
     if label_mode == "categorical":

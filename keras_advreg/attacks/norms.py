@@ -11,7 +11,6 @@ import tensorflow as tf
 from keras_advreg.backend.nsl import nsl_configs, nsl_utils
 
 
-
 def unit_direction(grad: Any, norm: str) -> Any:
     """NSL's `maximize_within_unit_norm`: the unit-`norm` vector along which `grad` rises most."""
     return nsl_utils.maximize_within_unit_norm(grad, nsl_configs.NormType(norm))
@@ -89,8 +88,7 @@ def random_in_norm_ball(tensor_structure: Any, radius: Any, norm: str, seed: Any
         scale = radius / tf.sqrt(squared + extra)
     elif norm == "l1":
         samples = [
-            draw.gamma(tf.shape(t), 1.0, 1.0, t.dtype)
-            - draw.gamma(tf.shape(t), 1.0, 1.0, t.dtype)
+            draw.gamma(tf.shape(t), 1.0, 1.0, t.dtype) - draw.gamma(tf.shape(t), 1.0, 1.0, t.dtype)
             for t in tensors
         ]
         l1 = per_example(tf.reduce_sum, [tf.abs(s) for s in samples])

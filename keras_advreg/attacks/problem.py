@@ -88,9 +88,10 @@ class AttackProblem:
 
     def flatten(self, x: Any) -> Any:
         leaves = tf.nest.flatten(x)
-        flat = [tf.reshape(tf.cast(leaves[i], tf.float32), [-1, n]) for i, n in zip(
-            self.float_index, self.sizes
-        )]
+        flat = [
+            tf.reshape(tf.cast(leaves[i], tf.float32), [-1, n])
+            for i, n in zip(self.float_index, self.sizes)
+        ]
         return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
 
     def unflatten(self, x: Any, v: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
 
 import keras
 import tensorflow as tf
@@ -34,7 +33,9 @@ class AttackCallback(keras.callbacks.Callback):
             1, like Keras' `validation_freq`), and of the last epoch.
     """
 
-    def __init__(self, data, attack, attack_arguments, batch_size, loss, label_keys, every_n_epochs):
+    def __init__(
+        self, data, attack, attack_arguments, batch_size, loss, label_keys, every_n_epochs
+    ):
         super().__init__()
         if not isinstance(data, (tf.data.Dataset, tuple, list, Mapping)):
             raise TypeError(

@@ -83,7 +83,11 @@ class AdversarialExamplesCallback(AttackCallback):
 
     def _first_examples(self) -> tuple[Any, Any] | None:
         stream = batches(
-            self.data, self.num_images, self.label_keys, None, self.num_images,
+            self.data,
+            self.num_images,
+            self.label_keys,
+            None,
+            self.num_images,
             attack_target(self.model),
         )
         batch = next(stream, None)
@@ -123,7 +127,9 @@ class AdversarialExamplesCallback(AttackCallback):
                 f"adversarial_examples_eps_{name}", scale(x_adv), step=epoch, max_outputs=len(x)
             )
             tf.summary.image(
-                f"perturbations_eps_{name}", 0.5 + 0.5 * delta / span, step=epoch,
+                f"perturbations_eps_{name}",
+                0.5 + 0.5 * delta / span,
+                step=epoch,
                 max_outputs=len(x),
             )
         self._writer.flush()

@@ -187,6 +187,4 @@ def model_inputs(model: Any, x: Any) -> Any:
     return x
 
 
-
-
 __all__ = ["as_floatx", "batches", "label_mode", "model_inputs"]

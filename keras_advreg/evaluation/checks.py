@@ -91,8 +91,6 @@ def check_attack_strength(
     return found
 
 
-
-
 def cascade_warnings(report: RobustnessReport) -> list[str]:
     """A gradient-free member breaking what the gradient attacks left: masked gradients."""
     found = []

@@ -120,7 +120,14 @@ def evaluate_robustness(
     (0.5, {0.1: 0.5, 0.5: 0.0})
     """
     attack = from_arguments(
-        attack, epsilons, norm, clip_value_min, clip_value_max, pgd_steps, pgd_step_size, random_start
+        attack,
+        epsilons,
+        norm,
+        clip_value_min,
+        clip_value_max,
+        pgd_steps,
+        pgd_step_size,
+        random_start,
     )
     batch_size = check_positive_int("batch_size", batch_size)
     max_examples = check_positive_int("max_examples", max_examples, allow_none=True)
@@ -232,15 +239,50 @@ def report_config(attack: Attack, problem: AttackProblem, loss: Any) -> dict:
 def _compare_with_apgd(model, attack, problem, first, result, seed) -> list[str]:
     """APGD-CE on a sample of the first batch: does the weak attack overstate robustness?"""
     n = min(GAP_SAMPLE, len(result.ids))
-    x, y = (np.asarray(a)[:n] if not isinstance(a, dict) else {k: np.asarray(v)[:n] for k, v in a.items()} for a in first)
-    strong = APGD(attack.epsilons, norm=attack.norm if attack.norm != "l1" else "l2",
-                  clip_value_min=attack.clip_value_min, clip_value_max=attack.clip_value_max)
+    x, y = (
+        np.asarray(a)[:n]
+        if not isinstance(a, dict)
+        else {k: np.asarray(v)[:n] for k, v in a.items()}
+        for a in first
+    )
+    strong = APGD(
+        attack.epsilons,
+        norm=attack.norm if attack.norm != "l1" else "l2",
+        clip_value_min=attack.clip_value_min,
+        clip_value_max=attack.clip_value_max,
+    )
     if attack.norm == "l1":
         return []
     weak_acc = result.robust[:, :n].mean(axis=1)
-    strong_acc = attack_batch(model, strong, problem, x, y, attack.epsilons, seed, 0).robust.mean(axis=1)
-    weak = RobustnessReport(0, dict(zip(attack.epsilons, weak_acc)), {}, {}, {}, n, attack.name, attack.norm, 0, {}, description=attack.describe())
-    strong_report = RobustnessReport(0, dict(zip(attack.epsilons, strong_acc)), {}, {}, {}, n, "apgd", attack.norm, 0, {}, description=strong.describe())
+    strong_acc = attack_batch(model, strong, problem, x, y, attack.epsilons, seed, 0).robust.mean(
+        axis=1
+    )
+    weak = RobustnessReport(
+        0,
+        dict(zip(attack.epsilons, weak_acc)),
+        {},
+        {},
+        {},
+        n,
+        attack.name,
+        attack.norm,
+        0,
+        {},
+        description=attack.describe(),
+    )
+    strong_report = RobustnessReport(
+        0,
+        dict(zip(attack.epsilons, strong_acc)),
+        {},
+        {},
+        {},
+        n,
+        "apgd",
+        attack.norm,
+        0,
+        {},
+        description=strong.describe(),
+    )
     return gap_warning(weak, strong_report)
 
 

@@ -2,5 +2,6 @@
 
 from keras_advreg.training.config import AdvConfig, make_adv_reg_config
 from keras_advreg.training.model import AdversarialRegularization
+from keras_advreg.training.schedule import EpsilonSchedule
 
-__all__ = ["AdvConfig", "AdversarialRegularization", "make_adv_reg_config"]
+__all__ = ["AdvConfig", "AdversarialRegularization", "EpsilonSchedule", "make_adv_reg_config"]

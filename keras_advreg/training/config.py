@@ -19,6 +19,19 @@ import numpy as np
 
 from keras_advreg.utils import normalize_norm
 
+# The fields of NSL's `AdvNeighborConfig` (the perturbation part of `AdvRegConfig`).
+NEIGHBOR_FIELDS = (
+    "feature_mask",
+    "adv_step_size",
+    "adv_grad_norm",
+    "clip_value_min",
+    "clip_value_max",
+    "pgd_iterations",
+    "pgd_epsilon",
+    "random_init",
+)
+ADV_LOSSES = ("labeled", "trades")
+
 # The one legacy spelling of a field: keras_advreg's tuner called `multiplier` `adv_multiplier`
 # (NSL's own keyword, and the prefix of its other adversarial fields).
 _FIELD_ALIASES = {"adv_multiplier": "multiplier"}
@@ -121,6 +134,12 @@ class AdvConfig:
             `pgd_epsilon` (or `adv_step_size`). Defaults to `False`.
         feature_mask: tensor-like or dict. 0/1 mask applied to the gradient;
             only masked-in features are perturbed. Defaults to `None`.
+        adv_loss: str. The adversarial term: `"labeled"` (NSL's: the training
+            loss on the neighbour, found by maximising that loss) or
+            `"trades"` (TRADES, Zhang et al. 2019: KL(f(x) || f(x_adv)), the
+            neighbour found by maximising the KL from a random start in the
+            ball; `multiplier` is TRADES' beta; needs a classification loss).
+            Defaults to `"labeled"`.
 
     Example:
 
@@ -140,6 +159,7 @@ class AdvConfig:
     pgd_epsilon: float | None = None
     random_init: bool = False
     feature_mask: Any = None
+    adv_loss: str = "labeled"
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise values in place once
@@ -173,6 +193,10 @@ class AdvConfig:
                 f"`random_init` must be True or False. Received: random_init={self.random_init!r}"
             )
         set_(self, "random_init", bool(self.random_init))
+        if self.adv_loss not in ADV_LOSSES:
+            raise ValueError(
+                f"`adv_loss` must be one of 'labeled', 'trades'. Received: adv_loss={self.adv_loss!r}"
+            )
         set_(self, "clip_value_min", _check_clip_value("clip_value_min", self.clip_value_min))
         set_(self, "clip_value_max", _check_clip_value("clip_value_max", self.clip_value_max))
         _check_feature_mask(self.feature_mask)
@@ -218,31 +242,48 @@ class AdvConfig:
         from keras_advreg.backend.nsl import nsl_configs
 
         config = self.replace(**overrides) if overrides else self
-        return nsl_configs.AdvNeighborConfig(
-            feature_mask=config.feature_mask,
-            adv_step_size=config.adv_step_size,
-            adv_grad_norm=config.adv_grad_norm,
-            clip_value_min=config.clip_value_min,
-            clip_value_max=config.clip_value_max,
-            pgd_iterations=config.pgd_iterations,
-            pgd_epsilon=config.pgd_epsilon,
-            random_init=config.random_init,
+        return nsl_configs.AdvNeighborConfig(**{f: getattr(config, f) for f in NEIGHBOR_FIELDS})
+
+    @classmethod
+    def fast(
+        cls,
+        epsilon: float,
+        multiplier: float = 1.0,
+        clip_value_min: Any = 0.0,
+        clip_value_max: Any = 1.0,
+        **fields: Any,
+    ) -> AdvConfig:
+        """ "Fast" adversarial training (Wong et al. 2020): FGSM from a random start.
+
+        One step of `1.25 * epsilon` from a uniform random point of the l-inf
+        ball of radius `epsilon`, projected back onto the ball (NSL's
+        `random_init`, `pgd_iterations=1`). Pair it with an
+        `AdversarialRobustnessCallback` on a multi-step attack and
+        `stop_on_collapse`: its known failure, catastrophic overfitting, shows
+        as that accuracy collapsing within an epoch.
+
+        Example:
+
+        >>> AdvConfig.fast(0.3).adv_step_size
+        0.375
+        """
+        return cls(
+            multiplier=multiplier,
+            adv_step_size=1.25 * epsilon,
+            adv_grad_norm="infinity",
+            clip_value_min=clip_value_min,
+            clip_value_max=clip_value_max,
+            pgd_iterations=1,
+            pgd_epsilon=epsilon,
+            random_init=True,
+            **fields,
         )
 
     @classmethod
     def from_nsl(cls, config: Any, **overrides: Any) -> AdvConfig:
         """Converts NSL's `AdvRegConfig` or `AdvNeighborConfig` to an `AdvConfig`."""
         neighbor = getattr(config, "adv_neighbor_config", config)
-        fields = {
-            "feature_mask": neighbor.feature_mask,
-            "adv_step_size": neighbor.adv_step_size,
-            "adv_grad_norm": neighbor.adv_grad_norm,
-            "clip_value_min": neighbor.clip_value_min,
-            "clip_value_max": neighbor.clip_value_max,
-            "pgd_iterations": neighbor.pgd_iterations,
-            "pgd_epsilon": neighbor.pgd_epsilon,
-            "random_init": neighbor.random_init,
-        }
+        fields = {f: getattr(neighbor, f) for f in NEIGHBOR_FIELDS}
         if hasattr(config, "multiplier"):
             fields["multiplier"] = config.multiplier
         fields.update(overrides)
@@ -344,7 +385,7 @@ def make_adv_reg_config(
     Example:
 
     >>> make_adv_reg_config(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
-    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None)
+    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled')
     """
     fields = dict(
         feature_mask=feature_mask,

@@ -27,6 +27,7 @@ from keras_advreg.backend.nsl import adversarial_neighbor
 from keras_advreg.backend.nsl_private import random_start_neighbor
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
 from keras_advreg.training.config import AdvConfig
+from keras_advreg.training.losses import classification_from_logits, probabilities, trades_kl
 
 _OVERRIDABLE = (
     "feature_mask",
@@ -165,6 +166,7 @@ class AdversarialRegularization(keras.Model):
             )
         self.scaled_adversarial_loss_tracker = keras.metrics.Mean(name="scaled_adversarial_loss")
         self._adv_compile_loss = None
+        self._from_logits = False
         self._perturb_cache = _FunctionCache()
         if base_model.built:
             self.built = True
@@ -199,6 +201,9 @@ class AdversarialRegularization(keras.Model):
             optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs
         )
         self._perturb_cache.functions.clear()  # traced with the previous loss
+        self._from_logits = False
+        if self.adv_config.adv_loss == "trades" and loss is not None:
+            self._from_logits = classification_from_logits(loss)
         # A twin of the compiled loss for the adversarial term, so that it does not
         # update the per-output loss trackers of the clean term.
         self._adv_compile_loss = (
@@ -392,6 +397,40 @@ class AdversarialRegularization(keras.Model):
         scaled_adv_loss = self.adv_config.multiplier * adv_loss
         return y_pred, loss, scaled_adv_loss
 
+    def _forward_trades(self, features, labels, sample_weight, extras, training, outer_tape=None):
+        """TRADES: the labeled loss plus `multiplier` * KL(f(x) || f(x_adv))."""
+        self._require_loss("Training and evaluation need")
+        features = tf.nest.map_structure(tf.convert_to_tensor, features)
+        self._dense_features(features)
+        y_pred = self._call_base(features, extras, training=training)
+        loss = self.compute_loss(
+            x=features, y=labels, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        clean = probabilities(y_pred, self._from_logits)
+        model_fn = lambda f: self._call_base(f, extras, training=training)  # noqa: E731
+
+        def kl_of(target, pred):  # the neighbour maximises the KL to the clean prediction
+            return trades_kl(target, probabilities(pred, self._from_logits), sample_weight)
+
+        config = self._neighbor_config(random_init=True)  # the KL's gradient is 0 at x
+        target = tf.stop_gradient(clean)
+        if outer_tape is not None:
+            with outer_tape.stop_recording():
+                adv = random_start_neighbor(
+                    features, target, config, model_fn, kl_of, random_in_norm_ball
+                )
+        else:
+            adv = random_start_neighbor(
+                features, target, config, model_fn, kl_of, random_in_norm_ball
+            )
+        adv = tf.nest.map_structure(tf.stop_gradient, adv)
+        adv_pred = self._call_base(adv, extras, training=training)
+        kl = trades_kl(clean, probabilities(adv_pred, self._from_logits), sample_weight)
+        return y_pred, loss, self.adv_config.multiplier * kl
+
+    def _forward_fn(self):
+        return self._forward_trades if self.adv_config.adv_loss == "trades" else self._forward
+
     def _neighbor_config(self, **overrides: Any):
         return self.adv_config.to_nsl_neighbor_config(**overrides)
 
@@ -408,7 +447,7 @@ class AdversarialRegularization(keras.Model):
     def train_step(self, data):
         features, labels, sample_weight, extras = self._unpack(data)
         with tf.GradientTape() as tape:
-            y_pred, loss, scaled_adv_loss = self._forward(
+            y_pred, loss, scaled_adv_loss = self._forward_fn()(
                 features, labels, sample_weight, extras, training=True, outer_tape=tape
             )
             total = loss + scaled_adv_loss
@@ -420,7 +459,7 @@ class AdversarialRegularization(keras.Model):
 
     def test_step(self, data):
         features, labels, sample_weight, extras = self._unpack(data)
-        y_pred, loss, scaled_adv_loss = self._forward(
+        y_pred, loss, scaled_adv_loss = self._forward_fn()(
             features, labels, sample_weight, extras, training=False
         )
         total = loss + scaled_adv_loss

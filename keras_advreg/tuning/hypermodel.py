@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
-import math
 import numbers
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +32,7 @@ from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.model import AdversarialRegularization
 from keras_advreg.tuning.search import ADV_ACCURACY, CLEAN_ADV_ACCURACY, objective
 from keras_advreg.tuning.search_space import SearchDimension, adv_config_values
-from keras_advreg.utils import normalize_norm
+from keras_advreg.utils import is_number, normalize_norm
 
 #: Where the clean accuracy comes from, first found: the robustness callback's (same
 #: examples as the robust accuracy), else Keras' validation accuracy.
@@ -242,7 +240,7 @@ class AdversarialHyperModel(kt.HyperModel):
                 f"Received: max_eval_examples={max_eval_examples!r}"
             )
         self.max_eval_examples = max_eval_examples
-        if not _is_number(robust_weight) or not 0.0 <= robust_weight <= 1.0:
+        if not is_number(robust_weight) or not 0.0 <= robust_weight <= 1.0:
             raise ValueError(
                 f"`robust_weight` must be a number in [0, 1]. Received: robust_weight={robust_weight!r}"
             )

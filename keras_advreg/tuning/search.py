@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras_tuner as kt
-from keras_tuner import errors as kt_errors
 
 #: Log key of the robust accuracy (first attack epsilon), written by the robustness callback.
 ADV_ACCURACY = "val_adv_accuracy"

@@ -8,13 +8,12 @@ hyperparameters).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras_tuner as kt
 
-from keras_advreg.utils import normalize_norm
+from keras_advreg.utils import is_number, normalize_norm
 
 #: keras-tuner hyperparameter name -> the `AdvConfig` field it sets.
 HYPERPARAMETER_FIELDS = {
@@ -32,10 +31,6 @@ _FLOAT_SPACES = {
     "adv_step_size": dict(min_value=0.01, max_value=0.5, sampling="log", default=0.2),
     "pgd_epsilon": dict(min_value=0.01, max_value=0.5, sampling="log", default=0.2),
 }
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class SearchDimension:
@@ -82,14 +77,14 @@ class SearchDimension:
                 values = list(dict.fromkeys(normalize_norm(v, name) for v in spec))
                 return "Choice", {"values": values}
             raise self._error("a norm or a non-empty list of norms, e.g. ['infinity', 'l2']")
-        if _is_number(spec):
+        if is_number(spec):
             if kind == "int" and (not float(spec).is_integer() or spec < 1):
                 raise self._error("an integer >= 1")
             if kind == "float" and (not math.isfinite(spec) or spec < 0):
                 raise self._error("a finite number >= 0")
             return "Fixed", {"value": int(spec) if kind == "int" else float(spec)}
         if isinstance(spec, Sequence) and not isinstance(spec, str):
-            if len(spec) != 2 or not all(_is_number(v) for v in spec):
+            if len(spec) != 2 or not all(is_number(v) for v in spec):
                 raise self._error("a number or a `(min_value, max_value)` pair")
             low, high = spec
             self._check_range(low, high)
@@ -104,7 +99,7 @@ class SearchDimension:
         raise self._error("a number, a `(min_value, max_value)` pair or a dict of hp kwargs")
 
     def _check_range(self, low: Any, high: Any) -> None:
-        if not (_is_number(low) and _is_number(high)):
+        if not (is_number(low) and is_number(high)):
             raise self._error("a range of numbers")
         if low > high:
             raise ValueError(
@@ -118,7 +113,6 @@ class SearchDimension:
 
     def declare(self, hp: Any) -> Any:
         return getattr(hp, self.method)(self.name, **self.kwargs)
-
 
 
 def adv_config_values(hp: Any) -> dict:

@@ -1,0 +1,112 @@
+"""TRADES' adversarial term and the "fast" preset of AdvConfig."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_advreg
+from keras_advreg.training.losses import trades_kl
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def kl(p, q):
+    return float(np.mean(np.sum(p * np.log(p + 1e-7) - p * np.log(q + 1e-7), axis=-1)))
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_trades_kl_equals_the_hand_computed_kl():
+    p = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], "float32")
+    q = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]], "float32")
+    assert float(trades_kl(p, q)) == pytest.approx(kl(p, q), rel=1e-5)
+    weighted = float(trades_kl(p, q, np.array([1.0, 0.0], "float32")))
+    assert weighted == pytest.approx(kl(p[:1], q[:1]), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_trades_term_is_multiplier_times_kl_to_the_neighbour(kind):
+    # clip_value_min == clip_value_max pins every neighbour to 0.5: the term is known exactly.
+    keras.utils.set_random_seed(0)
+    if kind == "sequential":
+        base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    else:
+        inputs = keras.Input((3,))
+        base = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    config = keras_advreg.AdvConfig(
+        multiplier=2.0,
+        adv_step_size=0.1,
+        adv_grad_norm="infinity",
+        pgd_iterations=2,
+        pgd_epsilon=0.1,
+        clip_value_min=0.5,
+        clip_value_max=0.5,
+        adv_loss="trades",
+    )
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile("sgd", LOSS)
+    x = np.random.default_rng(0).random((6, 3)).astype("float32")
+    y = np.arange(6) % 4
+    logs = model.evaluate(x, y, batch_size=6, verbose=0, return_dict=True)
+    clean = softmax(np.asarray(base(x)))
+    neighbour = softmax(np.asarray(base(np.full_like(x, 0.5))))
+    assert logs["scaled_adversarial_loss"] == pytest.approx(2.0 * kl(clean, neighbour), rel=1e-4)
+    model.fit(x, y, epochs=1, verbose=0)  # and it trains
+    restored = keras_advreg.AdversarialRegularization.from_config(model.get_config())
+    assert restored.adv_config.adv_loss == "trades"
+
+
+def test_trades_with_a_regression_loss_fails_at_compile():
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model = keras_advreg.AdversarialRegularization(
+        base, adv_config=keras_advreg.AdvConfig(adv_loss="trades")
+    )
+    with pytest.raises(ValueError, match="adv_loss='trades' needs a classification loss"):
+        model.compile("sgd", "mse")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(adv_loss="kl"), "`adv_loss` must be one of 'labeled', 'trades'"),
+        (dict(adv_loss="trades", multiplier=-1.0), "`multiplier` must be >= 0"),
+    ],
+)
+def test_bad_trades_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_advreg.AdvConfig(**kwargs)
+
+
+def test_fast_preset_is_wong_et_al():
+    config = keras_advreg.AdvConfig.fast(0.3)
+    assert (config.adv_step_size, config.pgd_epsilon, config.pgd_iterations) == (0.375, 0.3, 1)
+    assert config.random_init and config.adv_grad_norm == "infinity"
+    assert (config.clip_value_min, config.clip_value_max) == (0.0, 1.0)
+
+
+def test_epsilon_schedule_reaches_the_target_on_the_right_epoch_and_survives_saving(tmp_path):
+    from keras_advreg.training.schedule import EpsilonSchedule
+
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    config = keras_advreg.AdvConfig.fast(0.3)
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile("sgd", LOSS)
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(model.adv_config.pgd_epsilon)
+    )
+    x = np.random.default_rng(0).random((8, 3)).astype("float32")
+    y = np.arange(8) % 3
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[EpsilonSchedule(warmup_epochs=3), record])
+    assert seen == pytest.approx([0.1, 0.2, 0.3, 0.3])
+    assert model.adv_config.adv_step_size == pytest.approx(0.375)  # 1.25 * eps kept
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    assert keras.models.load_model(path).adv_config.pgd_epsilon == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="`warmup_epochs` must be at most the number of epochs"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[EpsilonSchedule(warmup_epochs=3)])
