@@ -177,7 +177,8 @@ def load_mnist_test(
     data_dir: str | None = None,
     manual_dir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST test set in its published order, as float32 images in `[0, 1]` and labels."""
+    """The MNIST test set in tfds' order (not the original files' order), as float32 images
+    in `[0, 1]` and labels."""
     ds = load_tfds(
         "mnist",
         split="test",
