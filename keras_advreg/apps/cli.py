@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import zipfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+from keras_advreg.apps.arguments import (
+    ATTACKS,
+    finite_float,
+    non_negative_int,
+    norm,
+    parse_epsilons,
+    positive_int,
+)
 
 PROG = "keras-advreg"
 EXIT_USAGE = 2
@@ -42,97 +50,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: The names `--attack` takes (`keras_advreg.attacks.names()`, without importing TensorFlow).
-ATTACKS = (
-    "autoattack",
-    "autoattack-fast",
-    "apgd-ce",
-    "apgd-dlr",
-    "apgd-t",
-    "square",
-    "pgd",
-    "fgsm",
-)
-
-
-# --------------------------------------------------------------------------- argument types
-def parse_epsilons(text: str) -> tuple[float, ...]:
-    """Parses `"0.05,0.1,0.2"` into `(0.05, 0.1, 0.2)`.
-
-    Raises:
-        argparse.ArgumentTypeError: For an empty list, a non-numeric,
-            non-finite, negative or repeated value (values equal to 6
-            significant digits count as repeated).
-    """
-    parts = [p.strip() for p in str(text).split(",")]
-    if not parts or any(not p for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as 0.05,0.1,0.2. Received: {text!r}"
-        )
-    values = []
-    for part in parts:
-        try:
-            value = float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated numbers such as 0.05,0.1,0.2; {part!r} is not a "
-                f"number. Received: {text!r}"
-            ) from None
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(
-                f"epsilons must be finite numbers >= 0; got {part!r}. Received: {text!r}"
-            )
-        values.append(value)
-    # Epsilons are named f"{eps:g}" in reports and JSON: equal names would collide.
-    if len({f"{v:g}" for v in values}) != len(values):
-        raise argparse.ArgumentTypeError(
-            "epsilons must not repeat (nor agree in their first 6 significant digits). "
-            f"Received: {text!r}"
-        )
-    return tuple(values)
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= `minimum`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}. Received: {text!r}"
-            )
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a number. Received: {text!r}")
-    return value
-
-
-def _norm(text: str) -> str:
-    from keras_advreg.utils import normalize_norm
-
-    try:
-        return normalize_norm(text, "norm")
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected one of 'infinity', 'l2', 'l1'. Received: {text!r}"
-        ) from None
-
-
 # --------------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     """The `keras-advreg` argument parser (subcommands `demo` and `evaluate`)."""
@@ -167,16 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(multiplier 0.2, FGSM step 0.2, l-inf) on MNIST, then measure clean, perturbed "
         "(FGSM 0.2 generated on the base model) and white-box accuracy of both.",
     )
-    demo.add_argument("--epochs", type=_positive_int, default=5, help="default: 5.")
-    demo.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32.")
+    demo.add_argument("--epochs", type=positive_int, default=5, help="default: 5.")
+    demo.add_argument("--batch-size", type=positive_int, default=32, help="default: 32.")
     demo.add_argument(
         "--train-subset",
-        type=_positive_int,
+        type=positive_int,
         help="train on the first N training examples (default: all 60000).",
     )
     demo.add_argument(
         "--test-subset",
-        type=_positive_int,
+        type=positive_int,
         help="evaluate on the first N test examples (default: all 10000).",
     )
     demo.add_argument("--output-dir", default="outputs/demo", help="default: outputs/demo.")
@@ -189,11 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--strong-subset",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="run PGD-40 and AutoAttack on the first N test examples (default: 1000).",
     )
-    demo.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0.")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="default: 0.")
     demo.add_argument(
         "--save-models",
         action=argparse.BooleanOptionalAction,
@@ -236,27 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
         "default: autoattack).",
     )
     evaluate.add_argument(
-        "--norm", type=_norm, default="infinity", help="infinity, l2 or l1 (default: infinity)."
+        "--norm", type=norm, default="infinity", help="infinity, l2 or l1 (default: infinity)."
     )
-    evaluate.add_argument("--pgd-steps", type=_positive_int, help="PGD only (default: 10).")
+    evaluate.add_argument("--pgd-steps", type=positive_int, help="PGD only (default: 10).")
     evaluate.add_argument(
-        "--pgd-step-size", type=_float, help="default: 2.5 * epsilon / pgd-steps."
+        "--pgd-step-size", type=finite_float, help="default: 2.5 * epsilon / pgd-steps."
     )
     evaluate.add_argument(
         "--clip-min",
-        type=_float,
+        type=finite_float,
         help="lower bound of perturbed inputs (default: 0 for mnist, none for .npz).",
     )
     evaluate.add_argument(
         "--clip-max",
-        type=_float,
+        type=finite_float,
         help="upper bound of perturbed inputs (default: 1 for mnist, none for .npz).",
     )
     evaluate.add_argument(
-        "--batch-size", type=_positive_int, default=EVAL_BATCH_SIZE, help="default: 256."
+        "--batch-size", type=positive_int, default=EVAL_BATCH_SIZE, help="default: 256."
     )
     evaluate.add_argument(
-        "--max-examples", type=_positive_int, help="evaluate the first N examples only."
+        "--max-examples", type=positive_int, help="evaluate the first N examples only."
     )
     evaluate.add_argument(
         "--output-dir",
@@ -282,10 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     robust.add_argument("--epsilon", type=float, choices=(0.2, 0.3), default=0.3)
     robust.add_argument("--output-dir", default="outputs/robust-mnist")
-    robust.add_argument("--epochs", type=_positive_int, help="default: the recipe's.")
-    robust.add_argument("--train-subset", type=_positive_int, help="default: all 60000.")
-    robust.add_argument("--test-subset", type=_positive_int, help="default: all 10000.")
-    robust.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0.")
+    robust.add_argument("--epochs", type=positive_int, help="default: the recipe's.")
+    robust.add_argument("--train-subset", type=positive_int, help="default: all 60000.")
+    robust.add_argument("--test-subset", type=positive_int, help="default: all 10000.")
+    robust.add_argument("--seed", type=non_negative_int, default=0, help="default: 0.")
     robust.set_defaults(handler=_run_robust_mnist)
     return parser
 
@@ -429,7 +346,7 @@ def load_dataset(args: argparse.Namespace):
 
     dataset = args.dataset
     if dataset == "mnist":
-        from keras_advreg.apps.demo import load_mnist_test
+        from keras_advreg.apps.mnist import load_mnist_test
 
         try:
             x, y = load_mnist_test(

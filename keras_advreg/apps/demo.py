@@ -23,33 +23,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.attacks import PGD, AutoAttack, generate_adversarial_examples
-from keras_advreg.data.tfds import load_tfds
-from keras_advreg.evaluation import RobustnessReport, evaluate_robustness
-from keras_advreg.training import AdvConfig, AdversarialRegularization
-from keras_advreg.version import __version__
+from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
+from keras_advreg.apps.reporting import json_default, markdown_table, versions
+from keras_advreg.apps.tutorial import (  # noqa: F401  (re-exported for the CLI)
+    ADV,
+    BASE,
+    EVAL_BATCH_SIZE,
+    PERTURBED_EPSILON,
+    TUTORIAL_ADV_CONFIG,
+    batches_with_progress,
+    build_base_cnn,
+    compile_tutorial,
+    robustness,
+    train_models,
+    transfer_accuracy,
+)
+from keras_advreg.attacks import PGD, AutoAttack
+from keras_advreg.evaluation import RobustnessReport
+from keras_advreg.training import AdversarialRegularization
 
-#: The tutorial's adversarial-regularization hyperparameters.
-TUTORIAL_ADV_CONFIG = AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
-#: Epsilon of the tutorial's perturbed-accuracy measurement (FGSM, l-inf).
-PERTURBED_EPSILON = 0.2
 #: Epsilons of the accuracy-vs-epsilon curve.
 CURVE_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 #: Epsilons of the strong (multi-step) attacks: PGD-40 and AutoAttack.
 STRONG_EPSILONS = (0.1, 0.2, 0.3)
-#: Names of the two models, as in the tutorial.
-BASE, ADV = "base", "adv-regularized"
-#: Batch size of the robustness evaluation (also `keras-advreg evaluate`'s default).
-EVAL_BATCH_SIZE = 256
 #: Files written to the output folder.
 RESULTS_FILE = "results.json"
 GRID_FILE = "perturbed_examples.png"
@@ -110,252 +114,6 @@ class DemoConfig:
 
 
 # --------------------------------------------------------------------------- model and data
-def build_base_cnn(
-    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, input_name: str = "image"
-) -> keras.Model:
-    """The tutorial's CNN: three 3x3 convolutions with max-pooling, Dense(64), logits.
-
-    Args:
-        input_shape: tuple of int. Image shape. Defaults to `(28, 28, 1)`.
-        num_classes: int. Number of classes. Defaults to `10`.
-        input_name: str. Name of the `Input` (the tutorial's feature key).
-            Defaults to `"image"`.
-
-    Returns:
-        An uncompiled functional `keras.Model` producing logits.
-
-    Example:
-
-    >>> build_base_cnn().output.shape
-    (None, 10)
-    """
-    inputs = keras.Input(tuple(input_shape), name=input_name)
-    x = keras.layers.Conv2D(32, (3, 3), activation="relu")(inputs)
-    x = keras.layers.MaxPooling2D((2, 2))(x)
-    x = keras.layers.Conv2D(64, (3, 3), activation="relu")(x)
-    x = keras.layers.MaxPooling2D((2, 2))(x)
-    x = keras.layers.Conv2D(64, (3, 3), activation="relu")(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(64, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes)(x)
-    return keras.Model(inputs, outputs, name="base_cnn")
-
-
-def compile_tutorial(model: keras.Model) -> keras.Model:
-    """Compiles as the tutorial does: adam, sparse cross-entropy on logits, accuracy."""
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def load_mnist_train(
-    *,
-    batch_size: int = 32,
-    take: int | None = None,
-    seed: int | None = 0,
-    data_dir: str | None = None,
-    manual_dir: str | None = None,
-) -> tf.data.Dataset:
-    """The shuffled, batched MNIST training set of `(image, label)` (images in `[0, 1]`)."""
-    return load_tfds(
-        "mnist",
-        split="train",
-        batch_size=batch_size,
-        take=take,
-        seed=seed,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-    )
-
-
-def load_mnist_test(
-    *,
-    take: int | None = None,
-    data_dir: str | None = None,
-    manual_dir: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST test set in tfds' order (not the original files' order), as float32 images
-    in `[0, 1]` and labels."""
-    ds = load_tfds(
-        "mnist",
-        split="test",
-        batch_size=1000,
-        take=take,
-        shuffle=False,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-    )
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ds), strict=True)
-    return np.concatenate(xs).astype("float32"), np.concatenate(ys).astype("int64")
-
-
-def train_models(
-    make_train_data: Callable[[], Any],
-    *,
-    epochs: int = 5,
-    adv_config: AdvConfig = TUTORIAL_ADV_CONFIG,
-    seed: int = 0,
-    verbose: int = 1,
-) -> tuple[dict[str, keras.Model], dict[str, dict]]:
-    """Trains the base CNN and the adversarially regularised one from the same initial weights.
-
-    Args:
-        make_train_data: Callable returning the training data (a fresh
-            dataset per model, so that both see the same order).
-        epochs: int. Epochs per model. Defaults to `5`.
-        adv_config: AdvConfig. Defaults to the tutorial's.
-        seed: int. Seed set before each model is built. Defaults to `0`.
-        verbose: int. Keras `fit` verbosity. Defaults to `1`.
-
-    Returns:
-        `(models, training)`: `{"base": model, "adv-regularized": wrapper}`
-        and, per model, the seconds taken and the last epoch's logs.
-    """
-    models: dict[str, keras.Model] = {}
-    training: dict[str, dict] = {}
-    for name in (BASE, ADV):
-        keras.utils.set_random_seed(seed)
-        model = build_base_cnn()
-        if name == ADV:
-            model = AdversarialRegularization(model, adv_config=adv_config)
-        compile_tutorial(model)
-        if verbose:
-            print(f"\nTraining the {name} model ({epochs} epoch(s))")
-        start = time.perf_counter()
-        # The dataset is shuffled already (tf.data); `shuffle=False` only silences a warning.
-        history = model.fit(make_train_data(), epochs=epochs, verbose=verbose, shuffle=False)
-        seconds = time.perf_counter() - start
-        last = {k: float(v[-1]) for k, v in history.history.items()}
-        models[name] = model
-        training[name] = {"seconds": seconds, "final_logs": last}
-    return models, training
-
-
-# --------------------------------------------------------------------------- measurements
-def batches_with_progress(
-    x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH_SIZE, title: str | None = None
-) -> tf.data.Dataset:
-    """`(x, y)` as a dataset of batches that advances a Keras progress bar as it is read.
-
-    With `title=None` there is no bar. The batches are exactly those
-    `evaluate_robustness` makes from arrays with the same `batch_size`, so the
-    numbers do not depend on whether a bar is shown.
-    """
-    x = np.asarray(x, keras.config.floatx()) if np.issubdtype(x.dtype, np.floating) else x
-    n = len(y)
-    steps = max(1, -(-n // batch_size))
-
-    def generate():
-        bar = keras.utils.Progbar(steps, unit_name="batch") if title else None
-        if title:
-            print(title)
-        for i, start in enumerate(range(0, n, batch_size)):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-            if bar is not None:
-                bar.update(i + 1)
-
-    signature = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
-    )
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
-
-
-def robustness(
-    model: keras.Model,
-    x: np.ndarray,
-    y: np.ndarray,
-    epsilons: Sequence[float] | None = None,
-    *,
-    attack: Any = "fgsm",
-    clip_value_min: Any = 0.0,
-    clip_value_max: Any = 1.0,
-    batch_size: int = EVAL_BATCH_SIZE,
-    title: str | None = None,
-    **kwargs: Any,
-) -> RobustnessReport:
-    """`evaluate_robustness` on arrays, with an optional progress bar titled `title`."""
-    data = batches_with_progress(x, y, batch_size, title)
-    if not isinstance(attack, str):  # an attack object carries its own settings
-        return evaluate_robustness(model, data, attack=attack, batch_size=batch_size, **kwargs)
-    return evaluate_robustness(
-        model,
-        data,
-        epsilons=None if epsilons is None else tuple(epsilons),
-        attack=attack,
-        clip_value_min=clip_value_min,
-        clip_value_max=clip_value_max,
-        batch_size=batch_size,
-        **kwargs,
-    )
-
-
-def transfer_accuracy(
-    source: keras.Model,
-    models: Mapping[str, keras.Model],
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    epsilon: float = PERTURBED_EPSILON,
-    norm: str = "infinity",
-    batch_size: int = EVAL_BATCH_SIZE,
-    keep: int = 32,
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Accuracy of `models` on FGSM examples generated on `source`, clipped to `[0, 1]`.
-
-    The tutorial's measurement: the perturbation comes from the base model's
-    gradient and every model is scored on the same perturbed images.
-
-    Returns:
-        `(accuracy, sample)`: `{name: accuracy}` and the first `keep`
-        perturbed images with their labels (`"image"`, `"label"`) and each
-        model's predictions (under the model's name), for the grid.
-    """
-    correct = dict.fromkeys(models, 0)
-    sample: dict[str, np.ndarray] = {}
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        x_adv, _, _ = generate_adversarial_examples(
-            source,
-            xb,
-            yb,
-            epsilon=epsilon,
-            attack="fgsm",
-            norm=norm,
-            clip_value_min=0.0,
-            clip_value_max=1.0,
-        )
-        predictions = {}
-        for name, model in models.items():
-            target = getattr(model, "base_model", model)
-            logits = target(x_adv, training=False)
-            predictions[name] = np.argmax(np.asarray(logits), axis=-1)
-            correct[name] += int(np.sum(predictions[name] == yb))
-        if not sample:
-            sample = {"image": x_adv[:keep], "label": yb[:keep]}
-            sample.update({name: p[:keep] for name, p in predictions.items()})
-    accuracy = {name: c / len(y) for name, c in correct.items()}
-    return accuracy, sample
-
-
-# --------------------------------------------------------------------------- the whole flow
-def versions() -> dict[str, str]:
-    """Versions of Python, TensorFlow, Keras, NSL and keras_advreg."""
-    from keras_advreg.backend.nsl import nsl
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "neural_structured_learning": getattr(nsl, "__version__", "unknown"),
-        "keras_advreg": __version__,
-        "platform": platform.platform(),
-    }
-
-
 @dataclasses.dataclass
 class DemoData:
     """The demo's data: a factory of training datasets and the test arrays."""
@@ -548,17 +306,9 @@ def write_outputs(
     files["results"] = path
     results["files"] = files
     with open(path, "w") as f:
-        json.dump(results, f, indent=2, default=_json_default)
+        json.dump(results, f, indent=2, default=json_default)
         f.write("\n")
     return files
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def _plotting():
@@ -611,14 +361,4 @@ def format_table(results: Mapping) -> str:
         )
         for name, m in results["models"].items()
     ]
-    return _table(header, rows)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+    return markdown_table(header, rows)

@@ -26,7 +26,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_advreg.apps.demo import _table, load_mnist_test, load_mnist_train, versions
+from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
+from keras_advreg.apps.reporting import markdown_table, versions
 from keras_advreg.attacks import FGSM, PGD, AutoAttack
 from keras_advreg.evaluation import evaluate_robustness
 from keras_advreg.training import AdvConfig, AdversarialRegularization, EpsilonSchedule
@@ -222,4 +223,4 @@ def format_table(results: dict) -> str:
         f"{results['autoattack']['accuracy']:.4f}",
         f"{t['cpu'] / p['cpu']:.2f}x",
     )
-    return _table(header, [row])
+    return markdown_table(header, [row])

@@ -28,50 +28,18 @@ from keras_advreg.backend.nsl_private import random_start_neighbor
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.losses import classification_from_logits, probabilities, trades_kl
-
-_OVERRIDABLE = (
-    "feature_mask",
-    "adv_step_size",
-    "adv_grad_norm",
-    "clip_value_min",
-    "clip_value_max",
-    "pgd_iterations",
-    "pgd_epsilon",
-    "random_init",
+from keras_advreg.training.perturb import FunctionCache, PerturbOnBatchMixin
+from keras_advreg.training.routing import (
+    as_mapping,
+    input_names,
+    is_perturbable,
+    looks_like_metrics,
+    num_outputs,
 )
 
 
-def _is_perturbable(value: Any) -> bool:
-    return adversarial_neighbor.is_differentiable_tensor(value)
-
-
-def _input_names(model: keras.Model) -> list[str] | None:
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs:
-        return None
-    return [getattr(t, "name", None) for t in inputs]
-
-
-def _num_outputs(model: keras.Model) -> int | None:
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):
-        return None
-    return len(outputs) if outputs else None
-
-
-def _looks_like_metrics(value: Any) -> bool:
-    items = value.values() if isinstance(value, Mapping) else value
-    if not isinstance(items, (list, tuple)) and not isinstance(value, Mapping):
-        items = [items]
-    return any(isinstance(v, (str, keras.metrics.Metric)) or callable(v) for v in items)
-
-
 @keras.saving.register_keras_serializable(package="keras_advreg")
-class AdversarialRegularization(keras.Model):
+class AdversarialRegularization(PerturbOnBatchMixin, keras.Model):
     """Wraps a Keras model so that adversarial neighbours join its training loss.
 
     The training objective is NSL's:
@@ -157,17 +125,17 @@ class AdversarialRegularization(keras.Model):
         self.sample_weight_key = sample_weight_key
         self.adv_config = AdvConfig.coerce(adv_config)
         self.base_with_labels_in_features = bool(base_with_labels_in_features)
-        num_outputs = _num_outputs(base_model)
-        if num_outputs is not None and len(self.label_keys) > num_outputs:
+        outputs = num_outputs(base_model)
+        if outputs is not None and len(self.label_keys) > outputs:
             raise ValueError(
                 f"`label_keys` has more keys than `base_model` has outputs: {len(self.label_keys)} "
-                f"label keys for {num_outputs} output(s). Give one label key per output. "
+                f"label keys for {outputs} output(s). Give one label key per output. "
                 f"Received: label_keys={list(self.label_keys)}"
             )
         self.scaled_adversarial_loss_tracker = keras.metrics.Mean(name="scaled_adversarial_loss")
         self._adv_compile_loss = None
         self._from_logits = False
-        self._perturb_cache = _FunctionCache()
+        self._perturb_cache = FunctionCache()
         if base_model.built:
             self.built = True
 
@@ -190,7 +158,7 @@ class AdversarialRegularization(keras.Model):
         metrics)`, while NSL's class used `(optimizer, loss, metrics,
         loss_weights)`: pass `metrics=` by keyword when porting NSL code.
         """
-        if loss_weights is not None and _looks_like_metrics(loss_weights):
+        if loss_weights is not None and looks_like_metrics(loss_weights):
             raise ValueError(
                 "`loss_weights` must be numbers (one per output). It looks like metrics were "
                 "passed positionally in NSL's order `compile(optimizer, loss, metrics)`; Keras 3's "
@@ -269,12 +237,12 @@ class AdversarialRegularization(keras.Model):
         features, labels, weights = unpack_batch(data, self.label_keys, self.sample_weight_key)
         extras = {}
         if isinstance(features, Mapping) and labels is not None:
-            extras = {k: v for k, v in _as_mapping(data).items() if k not in features}
-            num_outputs = _num_outputs(self.base_model)
-            if num_outputs is not None and num_outputs != len(self.label_keys):
+            extras = {k: v for k, v in as_mapping(data).items() if k not in features}
+            outputs = num_outputs(self.base_model)
+            if outputs is not None and outputs != len(self.label_keys):
                 raise ValueError(
                     "`label_keys` must name one label per output of `base_model`: it has "
-                    f"{num_outputs} outputs ({self.base_model.output_names}) and "
+                    f"{outputs} outputs ({self.base_model.output_names}) and "
                     f"{len(self.label_keys)} label key(s). Received: "
                     f"label_keys={list(self.label_keys)}"
                 )
@@ -290,7 +258,7 @@ class AdversarialRegularization(keras.Model):
     def _call_base(self, features: Any, extras: Mapping | None = None, training=None):
         base = self.base_model
         if isinstance(features, Mapping):
-            names = _input_names(base)
+            names = input_names(base)
             if names:
                 if all(name in features for name in names):
                     features = {name: features[name] for name in names}
@@ -329,7 +297,7 @@ class AdversarialRegularization(keras.Model):
     # ------------------------------------------------------------------ adversarial math
     def _dense_features(self, features: Any) -> list:
         flat = tf.nest.flatten(features)
-        dense = [t for t in flat if _is_perturbable(t)]
+        dense = [t for t in flat if is_perturbable(t)]
         if not dense:
             specs = tf.nest.map_structure(
                 lambda t: f"{getattr(t, 'dtype', type(t).__name__)!s}", features
@@ -465,90 +433,9 @@ class AdversarialRegularization(keras.Model):
         total = loss + scaled_adv_loss
         return self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
 
-    # ------------------------------------------------------------------ public helpers
-    def perturb_on_batch(self, x: Any, **config_overrides: Any):
-        """Generates adversarial examples for one batch (NSL's method of the same name).
-
-        Args:
-            x: One batch: a dict of features with the labels under
-                `label_keys` (NSL's format), or a tuple `(x, y)` /
-                `(x, y, sample_weight)`. Numpy arrays or tensors.
-            **config_overrides: Fields of `AdvConfig` to override for this call:
-                `feature_mask`, `adv_step_size`, `adv_grad_norm`,
-                `clip_value_min`, `clip_value_max`, `pgd_iterations`,
-                `pgd_epsilon`, `random_init`. `None` values are ignored.
-
-        Returns:
-            The perturbed batch in the input's format, as numpy arrays: a dict
-            with the labels (and weights) put back, or a tuple `(x_adv, y[, w])`.
-        """
-        unknown = sorted(set(config_overrides) - set(_OVERRIDABLE))
-        if unknown:
-            raise ValueError(
-                f"Unknown perturbation setting(s) {unknown}. Expected some of {list(_OVERRIDABLE)}."
-            )
-        self._require_loss("`perturb_on_batch` needs")
-        overrides = {k: v for k, v in config_overrides.items() if v is not None}
-        config = self._neighbor_config(**overrides)
-        features, labels, sample_weight, extras = self._unpack(x)
-        to_tensor = lambda t: tf.convert_to_tensor(t) if t is not None else None  # noqa: E731
-        features = tf.nest.map_structure(tf.convert_to_tensor, features)
-        labels = tf.nest.map_structure(to_tensor, labels)
-        sample_weight = to_tensor(sample_weight)
-        self._dense_features(features)  # a clear error for integer-only features, before tracing
-        adv = _to_numpy(self._perturb_function(config)(features, labels, sample_weight, extras))
-        if isinstance(x, Mapping):
-            return {**{k: _to_numpy(v) for k, v in x.items()}, **adv}
-        rest = tuple(_to_numpy(t) for t in tuple(x)[1:])
-        return (adv, *rest)
-
-    def _perturb_function(self, config):
-        """A compiled `perturb_on_batch` for one perturbation config (cached until recompiled).
-
-        NSL's method runs eagerly, which costs several times the compiled step per batch in
-        Keras 3; the math is the same.
-        """
-        key = repr(sorted((k, repr(v)) for k, v in vars(config).items()))
-        cache = self._perturb_cache.functions
-        if key not in cache:
-
-            @tf.function(reduce_retracing=True)
-            def perturb(features, labels, sample_weight, extras):
-                dense = self._dense_features(features)
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(dense)
-                    y_pred = self._call_base(features, extras, training=False)
-                    loss = self._adv_compile_loss(labels, y_pred, sample_weight)
-                return self._generate(
-                    features, labels, sample_weight, extras, loss, tape, config, False
-                )
-
-            cache[key] = perturb
-        return cache[key]
-
     def _require_loss(self, what: str) -> None:
         if self._adv_compile_loss is None:
             raise ValueError(
                 f"{what} the loss: call `model.compile(optimizer, loss=...)` first. "
                 "Received: a model compiled without `loss`, or not compiled"
             )
-
-
-class _FunctionCache:
-    """Holds compiled functions out of Keras' attribute tracking."""
-
-    def __init__(self):
-        self.functions: dict = {}
-
-
-def _as_mapping(data: Any) -> Mapping:
-    """The feature dict of dict data (also when Keras wrapped it as `(dict, None, None)`)."""
-    if isinstance(data, Mapping):
-        return data
-    if isinstance(data, (tuple, list)) and data and isinstance(data[0], Mapping):
-        return data[0]
-    return {}
-
-
-def _to_numpy(value: Any) -> Any:
-    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, value)

@@ -23,7 +23,6 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 import keras
-import numpy as np
 
 from keras_advreg.attacks.base import from_arguments
 from keras_advreg.callbacks.robustness import AdversarialRobustnessCallback
@@ -32,6 +31,15 @@ from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.model import AdversarialRegularization
 from keras_advreg.tuning.search import ADV_ACCURACY, CLEAN_ADV_ACCURACY, objective
 from keras_advreg.tuning.search_space import SearchDimension, adv_config_values
+from keras_advreg.tuning.trial import (
+    CleanAdvAccuracy,
+    callable_name,
+    evaluate_keys,
+    first_batch,
+    map_list,
+    objective_names,
+    trial_objective,
+)
 from keras_advreg.utils import is_number, normalize_norm
 
 #: Where the clean accuracy comes from, first found: the robustness callback's (same
@@ -60,24 +68,6 @@ def _require_tensorboard() -> None:
             "without it every trial fails. Install it with: "
             'pip install "keras-advreg[tuner]" (or pip install tensorboard)'
         ) from e
-
-
-class _CleanAdvAccuracy(keras.callbacks.Callback):
-    """Writes `val_clean_adv_accuracy`: robust and clean accuracy, weighted."""
-
-    def __init__(self, robust_weight: float, clean_keys: Sequence[str]):
-        super().__init__()
-        self.robust_weight = robust_weight
-        self.clean_keys = tuple(clean_keys)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or ADV_ACCURACY not in logs:
-            return
-        clean = next((logs[k] for k in self.clean_keys if k in logs), None)
-        if clean is None:
-            return
-        w = self.robust_weight
-        logs[CLEAN_ADV_ACCURACY] = float(w * logs[ADV_ACCURACY] + (1.0 - w) * clean)
 
 
 class AdversarialHyperModel(kt.HyperModel):
@@ -354,10 +344,10 @@ class AdversarialHyperModel(kt.HyperModel):
         callbacks = list(callbacks or [])
         self._ensure_built(model, validation_data)
         robustness = self.make_callback(validation_data)
-        tuner_objective = _tuner_objective(callbacks)
+        tuner_objective = trial_objective(callbacks)
         if tuner_objective is not None:
             self._check_objective(tuner_objective, model, validation_data, robustness)
-        callbacks[:0] = [robustness, _CleanAdvAccuracy(self.robust_weight, self._clean_keys())]
+        callbacks[:0] = [robustness, CleanAdvAccuracy(self.robust_weight, self._clean_keys())]
         return model.fit(*args, callbacks=callbacks, validation_data=validation_data, **kwargs)
 
     def make_callback(self, validation_data: Any) -> AdversarialRobustnessCallback:
@@ -394,7 +384,7 @@ class AdversarialHyperModel(kt.HyperModel):
         if not isinstance(base, keras.Model):
             raise kt_errors.FatalTypeError(
                 f"`build_base_model` must return a keras.Model. Received: {base!r} "
-                f"(of type {type(base).__name__}) from build_base_model={_name(fn)}"
+                f"(of type {type(base).__name__}) from build_base_model={callable_name(fn)}"
             )
         return base
 
@@ -407,7 +397,7 @@ class AdversarialHyperModel(kt.HyperModel):
         if model.built:
             return
         features, _, _ = unpack_batch(
-            _first_batch(validation_data), self.label_keys, self.sample_weight_key
+            first_batch(validation_data), self.label_keys, self.sample_weight_key
         )
         model(features)
 
@@ -429,17 +419,17 @@ class AdversarialHyperModel(kt.HyperModel):
         if metrics is None:
             return None
         if isinstance(metrics, Mapping):
-            return {k: _map_list(copy_one, v) for k, v in metrics.items()}
-        return _map_list(copy_one, metrics)
+            return {k: map_list(copy_one, v) for k, v in metrics.items()}
+        return map_list(copy_one, metrics)
 
     def _clean_keys(self) -> tuple[str, ...]:
         return CLEAN_ACCURACY_KEYS
 
     def _check_objective(self, tuner_objective, model, validation_data, robustness) -> None:
-        names = _objective_names(tuner_objective)
+        names = objective_names(tuner_objective)
         if not names or set(names) <= self._checked_objectives:
             return
-        produced = set(_evaluate_keys(model, validation_data))
+        produced = set(evaluate_keys(model, validation_data))
         produced |= {"val_" + k for k in produced}
         produced |= set(robustness.log_keys)
         produced.add(ADV_ACCURACY)
@@ -459,67 +449,6 @@ class AdversarialHyperModel(kt.HyperModel):
                     f'keras_tuner.Objective("{name}", "max"). Received: direction={direction!r}'
                 )
         self._checked_objectives |= set(names)
-
-
-# ---------------------------------------------------------------------- helpers
-def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-
-
-def _map_list(fn: Callable, value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map_list(fn, v) for v in value)
-    return fn(value)
-
-
-def _tuner_objective(callbacks: Sequence[Any]) -> Any:
-    """The objective of the tuner running this trial, via its `TunerCallback`."""
-    for callback in callbacks:
-        tuner = getattr(callback, "tuner", None)
-        oracle = getattr(tuner, "oracle", None)
-        if oracle is not None and hasattr(callback, "trial"):
-            return oracle.objective
-    return None
-
-
-def _objective_names(tuner_objective: Any) -> dict[str, str]:
-    objectives = getattr(tuner_objective, "objectives", None) or [tuner_objective]
-    names = {}
-    for obj in objectives:
-        if isinstance(obj, kt.Objective) and obj.name == "default_objective":
-            raise kt_errors.FatalValueError(
-                "The tuner has no objective. Pass `objective=hypermodel.objective()` "
-                f'(keras_tuner.Objective("{ADV_ACCURACY}", "max")) to the tuner.'
-            )
-        names[obj.name] = obj.direction
-    return names
-
-
-def _head(data: Any, n: int = 8) -> Any:
-    return keras.tree.map_structure(lambda a: a[:n], data)
-
-
-def _first_batch(data: Any, n: int = 8) -> Any:
-    """A few examples of numpy/tensor data, or the first batch of a dataset."""
-    if isinstance(data, (tuple, list, Mapping)):
-        return _head(tuple(data) if isinstance(data, list) else data, n)
-    return next(iter(data))
-
-
-def _evaluate_keys(model: keras.Model, validation_data: Any) -> list[str]:
-    """Log keys of `model.evaluate` (the `val_` metrics of `fit`), on a few examples."""
-    data = validation_data
-    if isinstance(data, (tuple, list)) and all(
-        isinstance(a, (np.ndarray, Mapping)) or hasattr(a, "shape") or a is None for a in data
-    ):
-        parts = [_head(a) if a is not None else None for a in data]
-        x, y, w = (list(parts) + [None, None])[:3]
-        logs = model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
-    elif isinstance(data, Mapping):
-        logs = model.evaluate(_head(data), verbose=0, return_dict=True)
-    else:
-        logs = model.evaluate(data, steps=1, verbose=0, return_dict=True)
-    return list(logs)
 
 
 __all__ = ["AdversarialHyperModel"]
