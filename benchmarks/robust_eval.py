@@ -1,8 +1,13 @@
-"""Cost of `keras_advreg.evaluate_robustness` next to the floor and to `model.evaluate`.
+"""Cost of `keras_advreg.evaluate_robustness` next to its floors, to `model.evaluate` and to ART.
 
-On 10k MNIST-shaped random examples and the tutorial CNN (Conv2D 32/64/64 3x3
-relu with max-pooling, Flatten, Dense 64 relu, Dense 10 logits), batch size 256,
-this times, in interleaved rounds in one process:
+Everything runs in one process, in interleaved rounds (each round runs every method once,
+in turn; medians over rounds are printed). Process CPU time (`time.process_time`, all
+threads) is printed beside wall time: wall time on shared VMs sometimes stalls on a slow
+thread wake-up, or on other jobs, while CPU time does not.
+
+FGSM / PGD (10k MNIST-shaped random examples, the tutorial CNN - Conv2D 32/64/64 3x3 relu
+with max-pooling, Flatten, Dense 64 relu, Dense 10 logits - fitted one epoch on 2048 of
+them, batch size 256):
 
 - `model.evaluate` (the unit of the ratios),
 - a bare `tf.function` FGSM written inline here (one forward, one input-gradient
@@ -12,20 +17,48 @@ this times, in interleaved rounds in one process:
   (a Python loop; keras_advreg compiles each call's math), then predicting on the
   perturbed batch.
 
-Process CPU time (`time.process_time`) is printed beside wall time: wall time on
-shared VMs sometimes stalls on a slow thread wake-up while CPU time does not.
-The acceptance target is `evaluate_robustness` / bare FGSM <= 1.15 (CPU time)
-for 1 and for 4 epsilons.
+  Target: `evaluate_robustness` FGSM / bare FGSM <= 1.15 (CPU time), 1 and 4 epsilons.
 
-Run: python benchmarks/robust_eval.py [--rounds 5] [--examples 10000]
+APGD / AutoAttack / ART (the first `--apgd-examples` real MNIST test images in file order,
+pixels / 255, l-inf, box [0, 1]; a trained model: by default the tutorial CNN trained
+with adversarial regularization, `shared/models/tutorial-adv-regularized.keras`, where
+~80% of the images survive APGD-CE at eps 0.1, so APGD runs all its iterations; without
+that file the tutorial CNN is trained here one epoch on the MNIST training set):
+
+- `evaluate_robustness` with `attacks.APGD(0.1, steps=100)` (APGD-CE-100, seed 0),
+- its floor: a bare `tf.function` with a `tf.while_loop` of 100 steps of one forward,
+  one input-gradient backward (GradientTape, cross-entropy on the logits) and a sign
+  step projected on the ball and the box, on the same batches (`--apgd-batch`);
+
+  Target: APGD-CE-100 / floor <= 1.2 (CPU time). APGD stops a batch once every example
+  of it is broken, so on a model with few survivors it is cheaper than the floor.
+
+- with the adversarial-robustness-toolbox installed (`pip install keras-advreg[bench]`):
+  ART's `AutoProjectedGradientDescent` (eps 0.1, eps_step 0.2, max_iter 100,
+  nb_random_init 1, cross-entropy, batch 500, `TensorFlowV2Classifier` on the logits)
+  on the same images: its accuracy minus ours, and its time over ours;
+- AutoAttack (standard: APGD-CE, APGD-T with 9 targets, Square 5000 queries) at eps 0.1
+  and 0.2 on the first `--aa-examples` images, reported as seconds per 1000 images
+  (scaled linearly from the images timed), in the first `--aa-rounds` rounds only;
+- with ART: ART's `AutoAttack` class on the first `--art-aa-examples` images, with the
+  members ART can mirror (APGD-CE, APGD-DLR untargeted, Square 5000; 1 restart each,
+  untargeted: ART has no APGD-T with the paper's targeted DLR loss, and its targeted
+  mode would run every member against each of the 9 other classes).
+
+Run: python benchmarks/robust_eval.py [--rounds 5] [--examples 10000] [--apgd-examples 1000]
+Quick: python benchmarks/robust_eval.py --rounds 1 --examples 2000 --apgd-examples 200 \\
+    --aa-examples 50 --art-aa-examples 20 --skip-tutorial
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import pathlib
 import statistics
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,11 +67,19 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_advreg  # noqa: E402
+from keras_advreg import attacks  # noqa: E402
 from keras_advreg.evaluation import evaluate_robustness  # noqa: E402
 
 BATCH = 256
 EPS1 = (0.1,)
 EPS4 = (0.05, 0.1, 0.2, 0.3)
+APGD_EPS = 0.1
+APGD_STEPS = 100
+AA_EPS = (0.1, 0.2)
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_MODEL = SHARED / "models" / "tutorial-adv-regularized.keras"
+DEFAULT_MNIST = SHARED / "data" / "mnist"
+ART_MISSING = "ART not installed: pip install keras-advreg[bench]"
 
 
 def tutorial_cnn() -> keras.Model:
@@ -57,6 +98,16 @@ def tutorial_cnn() -> keras.Model:
     )
 
 
+def compile_classifier(model: keras.Model) -> keras.Model:
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+# --------------------------------------------------------------------------- FGSM floor
 def make_bare_fgsm(model: keras.Model, epsilons: tuple[float, ...]):
     """The floor: 1 forward, 1 input-gradient backward, 1 forward per epsilon."""
 
@@ -97,12 +148,7 @@ def make_tutorial_loop(model: keras.Model, x: np.ndarray, y: np.ndarray):
         clip_value_min=0.0,
         clip_value_max=1.0,
     )
-    adv_model = wrapper_cls(model, label_keys=("label",), adv_config=config)
-    adv_model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    adv_model = compile_classifier(wrapper_cls(model, label_keys=("label",), adv_config=config))
 
     def perturb(batch):
         return adv_model.perturb_on_batch(batch)["image"]
@@ -121,82 +167,342 @@ def make_tutorial_loop(model: keras.Model, x: np.ndarray, y: np.ndarray):
     return label, run
 
 
+# --------------------------------------------------------------------------- APGD floor
+def make_gradient_floor(model: keras.Model, eps: float, steps: int, batch: int):
+    """The floor of a `steps`-iteration gradient attack, compiled like keras_advreg's.
+
+    One `tf.function` per batch holding a `tf.while_loop` of `steps` iterations of one
+    forward, one input-gradient backward (cross-entropy on the logits) and an l-inf sign
+    step projected on the eps-ball and the box [0, 1]: no step-size schedule, no momentum,
+    no best-point or broken-example tracking, no final prediction.
+    """
+    spec = (
+        tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+    )
+
+    @tf.function(input_signature=spec)
+    def attack(x, y):
+        low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
+
+        def body(i, xa):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(xa)
+                logits = model(xa, training=False)
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+                )
+            step = (0.25 * eps) * tf.sign(tape.gradient(loss, xa))
+            return i + 1, tf.minimum(tf.maximum(xa + step, low), high)
+
+        _, xa = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x))
+        return xa
+
+    def run(x, y):
+        for start in range(0, len(y), batch):
+            attack(x[start : start + batch], y[start : start + batch]).numpy()
+
+    return run
+
+
+# --------------------------------------------------------------------------- data and model
+def read_idx(path: pathlib.Path, header: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=header)
+
+
+def mnist(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """`(images (n, 28, 28, 1) float32 in [0, 1], labels (n,) int32)` in file order."""
+    images = read_idx(directory / f"{split}-images-idx3-ubyte.gz", 16)
+    labels = read_idx(directory / f"{split}-labels-idx1-ubyte.gz", 8)
+    return images.reshape(-1, 28, 28, 1).astype("float32") / 255.0, labels.astype("int32")
+
+
+def trained_model(path: pathlib.Path, mnist_dir: pathlib.Path) -> tuple[keras.Model, str]:
+    if path.exists():
+        return keras.models.load_model(path, compile=False), str(path)
+    x, y = mnist(mnist_dir, "train")
+    model = compile_classifier(tutorial_cnn())
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    return model, f"the tutorial CNN trained here 1 epoch on MNIST ({path} not found)"
+
+
+# --------------------------------------------------------------------------- ART
+def import_art():
+    try:
+        from art.attacks.evasion import AutoAttack as ArtAutoAttack
+        from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+        from art.estimators.classification import TensorFlowV2Classifier
+    except ImportError:
+        return None
+    return TensorFlowV2Classifier, AutoProjectedGradientDescent, SquareAttack, ArtAutoAttack
+
+
+def make_art(art, model: keras.Model, batch: int):
+    """`(apgd_ce(x, y, eps), autoattack(x, y, eps))`, each returning the accuracy it leaves."""
+    classifier_cls, apgd_cls, square_cls, autoattack_cls = art
+    classifier = classifier_cls(
+        model=model,
+        nb_classes=10,
+        input_shape=tuple(model.input_shape[1:]),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=(0.0, 1.0),
+    )
+
+    def apgd(eps, loss_type):
+        return apgd_cls(
+            classifier,
+            eps=eps,
+            eps_step=2 * eps,
+            max_iter=APGD_STEPS,
+            nb_random_init=1,
+            batch_size=batch,
+            loss_type=loss_type,
+            verbose=False,
+        )
+
+    def accuracy(x, y, x_adv):
+        return float(np.mean(np.argmax(classifier.predict(x_adv, batch_size=batch), -1) == y))
+
+    def apgd_ce(x, y, eps):
+        np.random.seed(0)
+        return accuracy(x, y, apgd(eps, "cross_entropy").generate(x, y))
+
+    def autoattack(x, y, eps):
+        np.random.seed(0)
+        members = [
+            apgd(eps, "cross_entropy"),
+            apgd(eps, "difference_logits_ratio"),
+            square_cls(classifier, eps=eps, max_iter=5000, p_init=0.8, nb_restarts=1,
+                       batch_size=batch, verbose=False),
+        ]  # fmt: skip
+        attack = autoattack_cls(
+            classifier, eps=eps, eps_step=2 * eps, attacks=members, batch_size=batch
+        )
+        return accuracy(x, y, attack.generate(x, y))
+
+    return apgd_ce, autoattack
+
+
+# --------------------------------------------------------------------------- timing
+class Method:
+    """A timed function: `images` it attacks (for seconds per 1000) and the rounds it runs in."""
+
+    def __init__(self, fn: Callable, images: int = 0, rounds: int | None = None):
+        self.fn, self.images, self.rounds = fn, images, rounds
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+        self.result = None
+
+    def time(self) -> None:
+        c0, w0 = time.process_time(), time.perf_counter()
+        self.result = self.fn()
+        self.cpu.append(time.process_time() - c0)
+        self.wall.append(time.perf_counter() - w0)
+
+    @property
+    def c(self) -> float:
+        return statistics.median(self.cpu)
+
+    @property
+    def w(self) -> float:
+        return statistics.median(self.wall)
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--examples", type=int, default=10_000)
+    parser.add_argument("--examples", type=int, default=10_000, help="FGSM/PGD part")
+    parser.add_argument("--apgd-examples", type=int, default=1000)
+    parser.add_argument("--apgd-batch", type=int, default=500)
+    parser.add_argument("--aa-examples", type=int, default=200)
+    parser.add_argument("--aa-rounds", type=int, default=1, help="rounds AutoAttack runs in")
+    parser.add_argument("--art-aa-examples", type=int, default=100)
+    parser.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL)
+    parser.add_argument("--mnist-dir", type=pathlib.Path, default=DEFAULT_MNIST)
+    parser.add_argument("--skip-fgsm", action="store_true")
     parser.add_argument("--skip-tutorial", action="store_true")
+    parser.add_argument("--skip-apgd", action="store_true")
+    parser.add_argument("--skip-autoattack", action="store_true")
+    parser.add_argument("--skip-art", action="store_true")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.random((args.examples, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, args.examples).astype("int32")
-    model = tutorial_cnn()
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x[:2048], y[:2048], batch_size=BATCH, epochs=1, verbose=0)  # not all-random weights
+    methods: dict[str, Method] = {}
+    warm: list[Callable] = []  # untimed first calls (tracing), run before the rounds
 
-    def ours(epsilons, attack="fgsm"):
-        return lambda: evaluate_robustness(
-            model,
-            (x, y),
-            epsilons=epsilons,
-            attack=attack,
-            batch_size=BATCH,
-            clip_value_min=0.0,
-            clip_value_max=1.0,
-            warn=False,
+    # ---------------------------------------------------------------- FGSM / PGD
+    if not args.skip_fgsm:
+        rng = np.random.default_rng(0)
+        x = rng.random((args.examples, 28, 28, 1), dtype=np.float32)
+        y = rng.integers(0, 10, args.examples).astype("int32")
+        model = compile_classifier(tutorial_cnn())
+        model.fit(x[:2048], y[:2048], batch_size=BATCH, epochs=1, verbose=0)  # not all-random
+
+        def ours(epsilons, attack="fgsm", model=model, x=x, y=y):
+            return lambda: evaluate_robustness(
+                model,
+                (x, y),
+                epsilons=epsilons,
+                attack=attack,
+                batch_size=BATCH,
+                clip_value_min=0.0,
+                clip_value_max=1.0,
+                warn=False,
+            )
+
+        bare1, bare4 = make_bare_fgsm(model, EPS1), make_bare_fgsm(model, EPS4)
+        n = args.examples
+        methods["model.evaluate"] = Method(
+            lambda: model.evaluate(x, y, batch_size=BATCH, verbose=0), n
         )
+        methods["bare FGSM, 1 eps"] = Method(lambda: bare1(x, y), n)
+        methods["evaluate_robustness FGSM, 1 eps"] = Method(ours(EPS1), n)
+        methods["bare FGSM, 4 eps"] = Method(lambda: bare4(x, y), n)
+        methods["evaluate_robustness FGSM, 4 eps"] = Method(ours(EPS4), n)
+        methods["evaluate_robustness PGD-10, 1 eps"] = Method(ours(EPS1, "pgd"), n)
+        if not args.skip_tutorial:
+            label, loop = make_tutorial_loop(model, x, y)
+            methods[label] = Method(loop, n)
 
-    bare1, bare4 = make_bare_fgsm(model, EPS1), make_bare_fgsm(model, EPS4)
-    methods = {
-        "model.evaluate": lambda: model.evaluate(x, y, batch_size=BATCH, verbose=0),
-        "bare FGSM, 1 eps": lambda: bare1(x, y),
-        "evaluate_robustness FGSM, 1 eps": ours(EPS1),
-        "bare FGSM, 4 eps": lambda: bare4(x, y),
-        "evaluate_robustness FGSM, 4 eps": ours(EPS4),
-        "evaluate_robustness PGD-10, 1 eps": ours(EPS1, "pgd"),
-    }
-    if not args.skip_tutorial:
-        label, loop = make_tutorial_loop(model, x, y)
-        methods[label] = loop
+        # Same answers: the FGSM accuracies must agree with the floor's.
+        r1, r4, b1, b4 = ours(EPS1)(), ours(EPS4)(), bare1(x, y), bare4(x, y)
+        assert abs(r1.clean_accuracy - b1[0]) < 1e-9 and abs(r1.accuracy[0.1] - b1[1]) < 1e-9, (
+            r1,
+            b1,
+        )
+        assert np.allclose([r4.accuracy[e] for e in EPS4], b4[1:]), (r4, b4)
+        fgsm_names = list(methods)
+        warm += [m.fn for m in methods.values()]
+    else:
+        fgsm_names = []
 
-    # Same answers: the FGSM accuracies must agree with the floor's.
-    r1, r4, b1, b4 = ours(EPS1)(), ours(EPS4)(), bare1(x, y), bare4(x, y)
-    assert abs(r1.clean_accuracy - b1[0]) < 1e-9 and abs(r1.accuracy[0.1] - b1[1]) < 1e-9, (r1, b1)
-    assert np.allclose([r4.accuracy[e] for e in EPS4], b4[1:]), (r4, b4)
-    for fn in methods.values():  # warm-up: tracing is not timed
+    # ---------------------------------------------------------------- APGD / AutoAttack / ART
+    art = None if args.skip_art else import_art()
+    art_note = "ART skipped (--skip-art)" if args.skip_art else (None if art else ART_MISSING)
+    need_mnist = not (args.skip_apgd and args.skip_autoattack and art is None)
+    if need_mnist:
+        mx, my = mnist(args.mnist_dir, "t10k")
+        amodel, model_note = trained_model(args.model, args.mnist_dir)
+        n_apgd = min(args.apgd_examples, len(my))
+        n_aa = min(args.aa_examples, len(my))
+        n_art_aa = min(args.art_aa_examples, len(my))
+        xa, ya = mx[:n_apgd], my[:n_apgd]
+        small = (mx[:16], my[:16])
+        art_fns = make_art(art, amodel, args.apgd_batch) if art else None
+
+        def ours_apgd(data):
+            attack = attacks.APGD(
+                APGD_EPS, steps=APGD_STEPS, clip_value_min=0.0, clip_value_max=1.0, seed=0
+            )
+            return evaluate_robustness(
+                amodel, data, attack=attack, batch_size=args.apgd_batch, warn=False
+            )
+
+        def ours_aa(data, eps):
+            attack = attacks.AutoAttack(
+                eps, version="standard", clip_value_min=0.0, clip_value_max=1.0, seed=0
+            )
+            return evaluate_robustness(
+                amodel, data, attack=attack, batch_size=args.apgd_batch, warn=False
+            )
+
+        if not args.skip_apgd:
+            floor = make_gradient_floor(amodel, APGD_EPS, APGD_STEPS, args.apgd_batch)
+            methods["APGD floor: 100 x (fwd + bwd + sign step)"] = Method(
+                lambda: floor(xa, ya), n_apgd
+            )
+            methods["evaluate_robustness APGD-CE-100"] = Method(lambda: ours_apgd((xa, ya)), n_apgd)
+            warm += [lambda: floor(*small), lambda: ours_apgd(small)]
+            if art_fns:
+                methods["ART AutoProjectedGradientDescent CE-100"] = Method(
+                    lambda: art_fns[0](xa, ya, APGD_EPS), n_apgd
+                )
+                warm.append(lambda: art_fns[0](*small, APGD_EPS))
+        if not args.skip_autoattack:
+            xs, ys = mx[:n_aa], my[:n_aa]
+            for eps in AA_EPS:
+                methods[f"evaluate_robustness AutoAttack, eps {eps}"] = Method(
+                    lambda eps=eps: ours_aa((xs, ys), eps), n_aa, args.aa_rounds
+                )
+            warm.append(lambda: ours_aa((mx[:32], my[:32]), AA_EPS[0]))  # traces every stage
+            if art_fns:
+                xt, yt = mx[:n_art_aa], my[:n_art_aa]
+                for eps in AA_EPS:
+                    methods[f"ART AutoAttack (APGD-CE, APGD-DLR, Square), eps {eps}"] = Method(
+                        lambda eps=eps: art_fns[1](xt, yt, eps), n_art_aa, args.aa_rounds
+                    )
+
+    for fn in warm:  # tracing is not timed
         fn()
+    for r in range(args.rounds):
+        for m in methods.values():
+            if m.rounds is None or r < m.rounds:
+                m.time()
 
-    cpu = {name: [] for name in methods}
-    wall = {name: [] for name in methods}
-    for _ in range(args.rounds):
-        for name, fn in methods.items():
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            cpu[name].append(time.process_time() - c0)
-            wall[name].append(time.perf_counter() - w0)
-
-    med = lambda v: statistics.median(v)  # noqa: E731
-    base_c, base_w = med(cpu["model.evaluate"]), med(wall["model.evaluate"])
+    # ---------------------------------------------------------------- report
     print(
-        f"\n{args.examples} examples, batch {BATCH}, {args.rounds} interleaved rounds, "
-        f"medians; TF {tf.__version__}, Keras {keras.__version__}"
+        f"\n{args.rounds} interleaved rounds (AutoAttack rows: {args.aa_rounds}), medians; "
+        f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs"
     )
-    print(f"{'method':<72} {'cpu s':>7} {'wall s':>7} {'cpu/eval':>8} {'wall/eval':>9}")
-    for name in methods:
-        c, w = med(cpu[name]), med(wall[name])
-        print(f"{name:<72} {c:7.3f} {w:7.3f} {c / base_c:8.2f} {w / base_w:9.2f}")
-    print("\nevaluate_robustness / bare FGSM (target <= 1.15):")
-    for k in ("1 eps", "4 eps"):
-        ours_name, bare_name = f"evaluate_robustness FGSM, {k}", f"bare FGSM, {k}"
-        rc = med(cpu[ours_name]) / med(cpu[bare_name])
-        rw = med(wall[ours_name]) / med(wall[bare_name])
-        print(f"  {k}: cpu {rc:.3f}x, wall {rw:.3f}x")
+    if fgsm_names:
+        base = methods["model.evaluate"]
+        print(f"\nFGSM / PGD: {args.examples} random MNIST-shaped examples, batch {BATCH}")
+        print(f"{'method':<72} {'cpu s':>7} {'wall s':>7} {'cpu/eval':>8} {'wall/eval':>9}")
+        for name in fgsm_names:
+            m = methods[name]
+            print(f"{name:<72} {m.c:7.3f} {m.w:7.3f} {m.c / base.c:8.2f} {m.w / base.w:9.2f}")
+        print("\nevaluate_robustness / bare FGSM (target <= 1.15):")
+        for k in ("1 eps", "4 eps"):
+            ours_m, bare_m = methods[f"evaluate_robustness FGSM, {k}"], methods[f"bare FGSM, {k}"]
+            print(f"  {k}: cpu {ours_m.c / bare_m.c:.3f}x, wall {ours_m.w / bare_m.w:.3f}x")
+
+    rest = [name for name in methods if name not in fgsm_names]
+    if rest:
+        print(
+            f"\nAPGD / AutoAttack: first images of MNIST t10k, l-inf, box [0, 1], batch "
+            f"{args.apgd_batch}; model: {model_note}"
+        )
+        print(
+            f"{'method':<60} {'images':>6} {'cpu s':>8} {'wall s':>8} {'cpu s/1k':>9} {'wall s/1k':>9}"
+        )
+        for name in rest:
+            m = methods[name]
+            k = 1000 / m.images
+            print(f"{name:<60} {m.images:6d} {m.c:8.2f} {m.w:8.2f} {m.c * k:9.1f} {m.w * k:9.1f}")
+    if not args.skip_apgd and need_mnist:
+        ours_m = methods["evaluate_robustness APGD-CE-100"]
+        floor_m = methods["APGD floor: 100 x (fwd + bwd + sign step)"]
+        rep = ours_m.result
+        print(
+            f"\nAPGD-CE-100 at eps {APGD_EPS}: clean {rep.clean_accuracy:.3f}, robust "
+            f"{rep.accuracy[APGD_EPS]:.3f} ({rep.description})"
+        )
+        print(
+            f"APGD-CE-100 / floor (target <= 1.2): cpu {ours_m.c / floor_m.c:.3f}x, "
+            f"wall {ours_m.w / floor_m.w:.3f}x"
+        )
+        art_name = "ART AutoProjectedGradientDescent CE-100"
+        if art_name in methods:
+            art_m = methods[art_name]
+            diff = art_m.result - rep.accuracy[APGD_EPS]
+            print(
+                f"ART APGD-CE-100: robust {art_m.result:.3f} (ART - ours: {diff:+.3f}); "
+                f"ART / ours: cpu {art_m.c / ours_m.c:.2f}x, wall {art_m.w / ours_m.w:.2f}x"
+            )
+    for name in rest:
+        if "AutoAttack" in name:
+            result = methods[name].result
+            if hasattr(result, "accuracy"):
+                (eps, acc), broken = next(iter(result.accuracy.items())), result.broken_by
+                parts = ", ".join(f"{k} {v:.3f}" for k, v in broken[eps].items() if v)
+                print(f"{name}: robust {acc:.3f}; broken by {parts or 'none'}")
+            else:
+                print(f"{name}: robust {result:.3f}")
+    if art_note:
+        print(f"\n{art_note}")
 
 
 if __name__ == "__main__":

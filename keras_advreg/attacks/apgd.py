@@ -119,9 +119,9 @@ class APGDTargeted(Attack):
     Args:
         epsilon: float or sequence of floats. Radius. Defaults to `0.1`.
         steps: int. Iterations per target. Defaults to `100`.
-        num_targets: int. Target classes per example. Defaults to `9` (all
-            other classes of a 10-class model). Needs `num_targets + 1` classes
-            and at least 4.
+        num_targets: int. Target classes per example, at most the number of
+            classes - 1. Defaults to `9` (all other classes of a 10-class
+            model). Needs at least 4 classes.
         rho: float. As for `APGD`. Defaults to `0.75`.
         target_rank: int. Run only the target of this rank (1 = the most
             likely other class); set by the cascade. Defaults to `None` (all).
@@ -159,14 +159,15 @@ class APGDTargeted(Attack):
         return f"APGD-T-{self.steps}x{self.num_targets}"
 
     def check_problem(self, problem: Any) -> None:
-        _require_classes(
-            self, problem, max(4, self.num_targets + 1), "targeted DLR, one class per target"
-        )
+        _require_classes(self, problem, 4, "the targeted DLR loss divides by z_pi1 - z_pi3/4")
 
     def stages(self, problem: Any = None) -> list[Attack]:
         if self.target_rank is not None:
             return [self]
-        return [self.replace(target_rank=r) for r in range(1, self.num_targets + 1)]
+        targets = self.num_targets
+        if problem is not None:  # at most every other class
+            targets = min(targets, max(problem.head.num_classes - 1, 1))
+        return [self.replace(target_rank=r) for r in range(1, targets + 1)]
 
     def perturb(self, problem, state, eps, seed):
         scores = tf.cast(state.scores, tf.float32)

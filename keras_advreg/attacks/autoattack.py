@@ -74,10 +74,8 @@ class AutoAttack(Attack):
         stages: list[Attack] = []
         for member in self.members():
             if problem is not None and isinstance(member, APGDTargeted):
-                classes = 1 if problem.head.binary else problem.head.num_classes
-                if classes < 4:
+                if (1 if problem.head.binary else problem.head.num_classes) < 4:
                     continue
-                member = member.replace(num_targets=min(member.num_targets, classes - 1))
             if problem is not None and isinstance(member, Square):
                 try:
                     member.check_problem(problem)
