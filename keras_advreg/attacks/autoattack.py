@@ -33,6 +33,9 @@ class AutoAttack(Attack):
             5000 queries) or `"fast"` (APGD-CE, APGD-T with 3 targets).
             Defaults to `"standard"`.
         steps: int. APGD iterations. Defaults to `100`.
+        square_queries: int. Queries of the Square attack (standard version,
+            l-inf). Defaults to `5000`; `0` leaves Square out (it costs
+            `queries` forward passes per example still robust).
         **kwargs: `norm`, `clip_value_min`, `clip_value_max`, `restarts`
             (of each member), `seed` (see `Attack`).
 
@@ -42,7 +45,14 @@ class AutoAttack(Attack):
     'AutoAttack-fast (APGD-CE-100, APGD-T-100x3)'
     """
 
-    def __init__(self, epsilon: Any = 0.1, version: str = "standard", steps: int = 100, **kwargs):
+    def __init__(
+        self,
+        epsilon: Any = 0.1,
+        version: str = "standard",
+        steps: int = 100,
+        square_queries: int = 5000,
+        **kwargs: Any,
+    ):
         super().__init__(epsilon, **kwargs)
         if version not in VERSIONS:
             raise ValueError(
@@ -50,9 +60,24 @@ class AutoAttack(Attack):
             )
         self.version = version
         self.steps = check_positive_int("steps", steps)
+        if (
+            isinstance(square_queries, bool)
+            or not isinstance(square_queries, int)
+            or square_queries < 0
+        ):
+            raise ValueError(
+                "`square_queries` must be an integer >= 0 (0 leaves Square out). "
+                f"Received: square_queries={square_queries!r}"
+            )
+        self.square_queries = square_queries
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "version": self.version, "steps": self.steps}
+        return {
+            **super().get_config(),
+            "version": self.version,
+            "steps": self.steps,
+            "square_queries": self.square_queries,
+        }
 
     def members(self) -> list[Attack]:
         """The attacks of the ensemble, in cascade order."""
@@ -60,9 +85,9 @@ class AutoAttack(Attack):
         members: list[Attack] = [APGD(self.epsilon, steps=self.steps, loss="ce", **common)]
         targets = 9 if self.version == "standard" else 3
         members.append(APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common))
-        if self.version == "standard" and self.norm == "infinity":
+        if self.version == "standard" and self.norm == "infinity" and self.square_queries:
             square = {k: v for k, v in common.items() if k != "norm"}
-            members.append(Square(self.epsilon, queries=5000, **square))
+            members.append(Square(self.epsilon, queries=self.square_queries, **square))
         return members
 
     def describe(self) -> str:
