@@ -213,9 +213,17 @@ class AdversarialRegularization(PerturbOnBatchMixin, keras.Model):
     def save_base_model(self, filepath: str | os.PathLike, **kwargs: Any) -> None:
         """Saves only the base model, for serving (no labels needed at inference).
 
-        A path ending in `.keras` or `.h5` is written with `base_model.save`;
-        any other path becomes a TensorFlow SavedModel for serving via
-        `base_model.export`.
+        A path ending in `.keras` or `.h5` is written with `base_model.save`,
+        compiled with this model's loss and metrics (a fresh optimizer of the
+        same configuration) when the base model is not compiled itself, so
+        `keras.models.load_model(path).evaluate(...)` works without
+        keras_advreg. Any other path becomes a TensorFlow SavedModel for
+        serving via `base_model.export`.
+
+        To save the whole wrapper, use `save` as for any Keras model; loading
+        that file needs `import keras_advreg` first (Keras finds registered
+        classes only once their module is imported; otherwise it reports
+        "Could not locate class 'AdversarialRegularization'").
 
         Args:
             filepath: str or path. Where to write.
@@ -223,7 +231,12 @@ class AdversarialRegularization(PerturbOnBatchMixin, keras.Model):
         """
         path = os.fspath(filepath)
         if path.endswith((".keras", ".h5")):
-            self.base_model.save(path, **kwargs)
+            base = self.base_model
+            if self.compiled and not base.compiled:
+                config = self.get_compile_config()
+                config.pop("loss_weights", None)
+                base.compile_from_config(config)
+            base.save(path, **kwargs)
         else:
             self.base_model.export(path, **kwargs)
 

@@ -1,4 +1,4 @@
-"""TRADES' adversarial term and the "fast" preset of AdvConfig."""
+"""Training: TRADES' term, the "fast" preset, the epsilon schedule, saving the base model."""
 
 from __future__ import annotations
 
@@ -110,3 +110,17 @@ def test_epsilon_schedule_reaches_the_target_on_the_right_epoch_and_survives_sav
     assert keras.models.load_model(path).adv_config.pgd_epsilon == pytest.approx(0.3)
     with pytest.raises(ValueError, match="`warmup_epochs` must be at most the number of epochs"):
         model.fit(x, y, epochs=2, verbose=0, callbacks=[EpsilonSchedule(warmup_epochs=3)])
+
+
+def test_save_base_model_writes_a_compiled_plain_model(tmp_path):
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    model = keras_advreg.AdversarialRegularization(base)
+    model.compile("adam", LOSS, metrics=["accuracy"])
+    x = np.random.default_rng(0).random((8, 3)).astype("float32")
+    y = np.arange(8) % 3
+    model.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "base.keras")
+    model.save_base_model(path)
+    loaded = keras.models.load_model(path)
+    logs = loaded.evaluate(x, y, verbose=0, return_dict=True)  # raised "must call compile()"
+    assert set(logs) == {"loss", "accuracy"}
