@@ -6,6 +6,8 @@ APGD cannot get past and Square can.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,6 +32,7 @@ def _value_and_grad(logits_fn):
     return value_and_grad
 
 
+@functools.cache
 def _apgd_fn(logits_fn, *, norm, loss_fn=cross_entropy, steps=100, lo=-INF, hi=INF, **kwargs):
     vag = _value_and_grad(logits_fn)
 
@@ -44,6 +47,7 @@ def _apgd_fn(logits_fn, *, norm, loss_fn=cross_entropy, steps=100, lo=-INF, hi=I
     ]
 
 
+@functools.cache
 def _square_fn(logits_fn, *, image_shape, queries, lo=-INF, hi=INF, **kwargs):
     @tf.function(reduce_retracing=True)
     def run(v0, ids, eps, seed):
@@ -203,7 +207,7 @@ def _box_examples():
 @pytest.mark.parametrize("norm, eps", [("infinity", 0.2), ("l2", 0.8)])
 def test_apgd_points_stay_in_the_ball_and_the_box(norm, eps):
     v0, ids = _box_examples()
-    v_adv, broken = _apgd_fn(_mlp, norm=norm, lo=0.0, hi=1.0, steps=30)(v0, ids, eps)
+    v_adv, broken = _apgd_fn(_mlp, norm=norm, lo=0.0, hi=1.0, steps=20)(v0, ids, eps)
     _assert_in_ball_and_box(v_adv, v0, eps, norm, 0.0, 1.0)
     assert broken[0] and np.array_equal(v_adv[0], v0[0])
     assert 0 < broken.sum() < len(ids)
@@ -213,7 +217,7 @@ def test_apgd_points_stay_in_the_ball_and_the_box(norm, eps):
 
 def test_square_points_stay_in_the_ball_and_the_box():
     v0, ids = _box_examples()
-    attack = _square_fn(_mlp, image_shape=(2, 2, 3), queries=100, lo=0.0, hi=1.0)
+    attack = _square_fn(_mlp, image_shape=(2, 2, 3), queries=50, lo=0.0, hi=1.0)
     v_adv, broken = attack(v0, ids, 0.2)
     _assert_in_ball_and_box(v_adv, v0, 0.2, "infinity", 0.0, 1.0)
     assert broken[0] and np.array_equal(v_adv[0], v0[0])
@@ -249,7 +253,7 @@ def test_square_breaks_a_gradient_masked_model_that_apgd_cannot():
 @pytest.mark.parametrize("norm", ["infinity", "l2"])
 def test_apgd_same_seed_same_result_other_seed_other_start(norm):
     v0, ids = _box_examples()
-    attack = _apgd_fn(_mlp, norm=norm, lo=0.0, hi=1.0, steps=5)
+    attack = _apgd_fn(_mlp, norm=norm, lo=0.0, hi=1.0, steps=20)
     first, again, other = attack(v0, ids, 0.1, 7), attack(v0, ids, 0.1, 7), attack(v0, ids, 0.1, 8)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
@@ -258,7 +262,7 @@ def test_apgd_same_seed_same_result_other_seed_other_start(norm):
 
 def test_square_same_seed_same_result_other_seed_other_result():
     v0, ids = _box_examples()
-    attack = _square_fn(_mlp, image_shape=(2, 2, 3), queries=20, lo=0.0, hi=1.0)
+    attack = _square_fn(_mlp, image_shape=(2, 2, 3), queries=50, lo=0.0, hi=1.0)
     first, again, other = attack(v0, ids, 0.1, 7), attack(v0, ids, 0.1, 7), attack(v0, ids, 0.1, 8)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])

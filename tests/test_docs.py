@@ -22,7 +22,7 @@ MODULES = sorted(
 WITH_EXAMPLES = {
     "keras_advreg.data.adapters",
     "keras_advreg.training.config",
-    "keras_advreg.apps.demo",
+    "keras_advreg.apps.tutorial",
     "keras_advreg.evaluation.evaluate",
     "keras_advreg.tuning.search",
     "keras_advreg.attacks.base",

@@ -104,7 +104,6 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_accuracy_falls(trained_cnn):
         assert values == sorted(values, reverse=True) and values[0] < report.clean_accuracy
         # Only the findings about weak attacks (upper bound, the gap to APGD-CE), no sanity issue.
         assert all("upper bound" in w or "more accuracy than" in w for w in report.warnings)
-    assert any("more accuracy than APGD-CE" in w for w in fgsm.warnings)
     assert all(pgd.accuracy[e] <= fgsm.accuracy[e] for e in kwargs["epsilons"])
     assert pgd.accuracy[0.1] < fgsm.accuracy[0.1]
     assert check_attack_strength(fgsm, pgd, warn=False) == []

@@ -105,6 +105,7 @@ class APGD(Attack):
             loss_fn=self._loss_fn(problem, state),
             rho=self.rho,
             seed=seed,
+            compact=problem.compactable,
         )
 
 
@@ -188,6 +189,7 @@ class APGDTargeted(Attack):
             rho=self.rho,
             seed=seed,
             target_ids=targets,
+            compact=problem.compactable,
         )
 
 

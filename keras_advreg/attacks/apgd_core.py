@@ -31,6 +31,7 @@ ClosureFn = Callable[[tf.Tensor], tf.Tensor]
 ValueAndGradFn = Callable[[tf.Tensor, ClosureFn], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 
 _STATELESS_SALT = 0x5EED  # second word of a stateless seed built from one integer
+_ALG = "philox"  # fixed: "auto_select" may draw differently on other devices
 
 
 # --------------------------------------------------------------------------- losses
@@ -280,9 +281,10 @@ def apgd(
         _, z_clean, _ = evaluate(v0)
         clean_wrong = _misclassified(z_clean, ids)
         if norm == "infinity":
-            x = v0 + eps * tf.random.stateless_uniform(tf.shape(v0), seed_pair(seed), -1.0, 1.0)
+            u = tf.random.stateless_uniform(tf.shape(v0), seed_pair(seed), -1.0, 1.0, alg=_ALG)
+            x = v0 + eps * u
         else:
-            t = tf.random.stateless_normal(tf.shape(v0), seed_pair(seed))
+            t = tf.random.stateless_normal(tf.shape(v0), seed_pair(seed), alg=_ALG)
             x = v0 + eps * t / (_l2(t) + 1e-12)
         x = project(x)
         loss, z, grad = evaluate(x)

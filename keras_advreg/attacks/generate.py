@@ -51,8 +51,8 @@ def generate_adversarial_examples(
     >>> model.set_weights([np.array([[1.0, -1.0], [0.0, 0.0]], "float32"), np.zeros(2, "float32")])
     >>> x_adv, clean, adv = generate_adversarial_examples(
     ...     model, np.array([[0.3, 0.5]], "float32"), np.array([0]), epsilon=0.5, attack="fgsm")
-    >>> x_adv.round(2).tolist(), clean.tolist(), adv.tolist()
-    ([[-0.2, 0.5]], [0], [1])
+    >>> [round(float(v), 2) for v in x_adv[0]], clean.tolist(), adv.tolist()
+    ([-0.2, 0.5], [0], [1])
     """
     attack = from_arguments(
         attack,

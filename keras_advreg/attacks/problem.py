@@ -72,6 +72,9 @@ class AttackProblem:
         self.lo = np.concatenate([np.full(s, b, "float32") for s, b in zip(self.sizes, lo)])
         self.hi = np.concatenate([np.full(s, b, "float32") for s, b in zip(self.sizes, hi)])
         self.bounded = bool(np.all(np.isfinite(self.lo)) and np.all(np.isfinite(self.hi)))
+        # Whether attacks may evaluate subsets of a batch's rows (APGD's and Square's
+        # `compact`): the scores then depend on `v` alone, and the loss on the class ids.
+        self.compactable = len(self.float_index) == len(leaves) and loss is None and not head.binary
 
     # ------------------------------------------------------------------ layout
     @property

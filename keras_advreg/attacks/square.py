@@ -83,4 +83,5 @@ class Square(Attack):
             queries=self.queries,
             p_init=self.p_init,
             seed=seed,
+            compact=problem.compactable,
         )

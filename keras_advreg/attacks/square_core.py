@@ -18,6 +18,7 @@ import tensorflow as tf
 __all__ = ["size_schedule", "square_linf"]
 
 _STATELESS_SALT = 0x5EED  # second word of a stateless seed built from one integer
+_ALG = "philox"  # fixed: "auto_select" may draw differently on other devices
 
 
 def _hwc(image_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -103,7 +104,8 @@ def square_linf(
 
     Starts from vertical stripes at the vertices of the ball, then each iteration sets one
     random square (a side from `size_schedule`, one random sign per channel, drawn per
-    example) to a vertex and keeps it where the margin `z_y - max_{i != y} z_i` decreases. An
+    example; unlike the reference, a square may also touch the last row and column) to a
+    vertex and keeps it where the margin `z_y - max_{i != y} z_i` decreases. An
     example is frozen once misclassified, and the loop stops when all are broken. Assumes `v0`
     lies in `[lo, hi]`.
 
@@ -151,7 +153,7 @@ def square_linf(
         return tf.reshape(t, [tf.shape(t)[0], h * w * c])
 
     _, clean_wrong = _margin(logits_fn(v0), ids)
-    stripes = tf.random.stateless_uniform([batch, 1, w, c], seed) < 0.5
+    stripes = tf.random.stateless_uniform([batch, 1, w, c], seed, alg=_ALG) < 0.5
     stripes = flat(tf.broadcast_to(stripes, full))
     x = tf.where(stripes, v_plus, v_minus)
     margin, wrong = _margin(logits_fn(x), ids)
@@ -162,9 +164,8 @@ def square_linf(
     def body(i, x, margin, broken):
         s = sides[i]
         # Draw for the whole batch so that an example's draws do not depend on the others.
-        u = tf.random.stateless_uniform(
-            [batch, 2 + c], tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int64))
-        )
+        key = tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int64), alg=_ALG)
+        u = tf.random.stateless_uniform([batch, 2 + c], key, alg=_ALG)
         top = tf.minimum(tf.cast(u[:, 0] * tf.cast(h - s + 1, tf.float32), tf.int32), h - s)
         left = tf.minimum(tf.cast(u[:, 1] * tf.cast(w - s + 1, tf.float32), tf.int32), w - s)
         rows, cols = tf.range(h)[None, :], tf.range(w)[None, :]

@@ -46,3 +46,8 @@ def built_input_shapes(model: Any) -> Any:
     if not isinstance(shapes, Mapping) or len(shapes) != 1:
         return None
     return next(iter(shapes.values()))
+
+
+def is_keras2_model(obj: Any) -> bool:
+    """Whether `obj` is a Keras 2 (tf_keras) model: its classes live in `keras.src.engine`."""
+    return "tf_keras" in type(obj).__module__ or "keras.src.engine" in str(type(obj).__mro__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 
 from keras_advreg.evaluation.report import RobustnessReport
-from keras_advreg.utils import format_eps as _format_eps
+from keras_advreg.utils import format_eps
 
 # A report warns when more than this fraction of examples has an all-zero input gradient.
 ZERO_GRADIENT_WARNING_FRACTION = 0.05
@@ -35,8 +35,8 @@ def sanity_warnings(report: RobustnessReport, strength: str = "adaptive") -> lis
     for (e1, a1), (e2, a2) in zip(ordered, ordered[1:], strict=False):
         if a2 > a1:
             found.append(
-                f"Accuracy rises with epsilon ({a1:.4f} at epsilon={_format_eps(e1)}, "
-                f"{a2:.4f} at epsilon={_format_eps(e2)}): the attack is not finding the "
+                f"Accuracy rises with epsilon ({a1:.4f} at epsilon={format_eps(e1)}, "
+                f"{a2:.4f} at epsilon={format_eps(e2)}): the attack is not finding the "
                 "worst case (too large a step, or gradient masking). Try attack='autoattack'."
             )
     if report.zero_gradient_fraction > ZERO_GRADIENT_WARNING_FRACTION:
@@ -81,7 +81,7 @@ def check_attack_strength(
         if strong > weak + tolerance:
             found.append(
                 f"{stronger.attack.upper()} accuracy {strong:.4f} is above "
-                f"{weaker.attack.upper()} accuracy {weak:.4f} at epsilon={_format_eps(eps)}: the "
+                f"{weaker.attack.upper()} accuracy {weak:.4f} at epsilon={format_eps(eps)}: the "
                 "stronger attack is failing (too few steps, too small a step size, or gradient "
                 "masking)."
             )
@@ -99,7 +99,7 @@ def cascade_warnings(report: RobustnessReport) -> list[str]:
         if square >= GRADIENT_FREE_WARNING_FRACTION:
             found.append(
                 f"The gradient-free Square attack broke {square:.1%} of the examples that "
-                f"the gradient attacks left robust at epsilon={_format_eps(eps)}: the model's "
+                f"the gradient attacks left robust at epsilon={format_eps(eps)}: the model's "
                 "gradients are masked or obfuscated, and gradient-based accuracies overstate "
                 "its robustness."
             )
@@ -115,7 +115,7 @@ def gap_warning(weak: RobustnessReport, strong: RobustnessReport) -> list[str]:
             found.append(
                 f"{weak.description or weak.attack.upper()} leaves {gap:.1%} more accuracy than "
                 f"{strong.description} on a sample of {strong.num_examples} examples at "
-                f"epsilon={_format_eps(eps)} ({weak.accuracy[eps]:.4f} vs "
+                f"epsilon={format_eps(eps)} ({weak.accuracy[eps]:.4f} vs "
                 f"{strong.accuracy[eps]:.4f}): the model resists this attack, not attacks. "
                 "Report attack='autoattack' instead."
             )

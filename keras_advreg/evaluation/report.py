@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_advreg.utils import format_eps as _format_eps
+from keras_advreg.utils import format_eps
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class RobustnessReport:
 
         def keyed(d):
             return {
-                (_format_eps(k) if isinstance(k, float) else str(k)): (
+                (format_eps(k) if isinstance(k, float) else str(k)): (
                     keyed(v) if isinstance(v, dict) else v
                 )
                 for k, v in d.items()
@@ -97,12 +97,12 @@ class RobustnessReport:
         ]
         for eps, acc in self.accuracy.items():
             rate = self.attack_success_rate[eps]
-            lines.append(f"  {_format_eps(eps):>10}  {acc:8.4f}  {rate:14.4f}")
+            lines.append(f"  {format_eps(eps):>10}  {acc:8.4f}  {rate:14.4f}")
         lines.append(f"  zero-gradient fraction: {self.zero_gradient_fraction:.4f}")
         for eps, shares in self.broken_by.items():
             if len(shares) > 1:
                 parts = ", ".join(f"{name} {share:.4f}" for name, share in shares.items())
-                lines.append(f"  broken at epsilon={_format_eps(eps)} by: {parts}")
+                lines.append(f"  broken at epsilon={format_eps(eps)} by: {parts}")
         lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 

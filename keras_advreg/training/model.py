@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_advreg.attacks.norms import random_in_norm_ball
 from keras_advreg.backend.keras_internals import (
     CompileLoss,
+    is_keras2_model,
     loss_tracker,
     unscale_loss_for_distribution,
 )
@@ -107,9 +108,7 @@ class AdversarialRegularization(PerturbOnBatchMixin, keras.Model):
             )
         if not isinstance(base_model, keras.Model):
             hint = ""
-            if "tf_keras" in type(base_model).__module__ or "keras.src.engine" in str(
-                type(base_model).__mro__
-            ):
+            if is_keras2_model(base_model):
                 hint = " It looks like a Keras 2 (tf_keras) model; build it with Keras 3."
             raise TypeError(
                 "`base_model` must be a Keras 3 `keras.Model`. "

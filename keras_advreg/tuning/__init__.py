@@ -17,12 +17,11 @@ config = hypermodel.get_adv_config(tuner.get_best_hyperparameters()[0])
 Importing this package imports keras-tuner (`pip install "keras-advreg[tuner]"`).
 """
 
-from keras_advreg.tuning.hypermodel import CLEAN_ACCURACY_KEYS, AdversarialHyperModel
+from keras_advreg.tuning.hypermodel import AdversarialHyperModel
 from keras_advreg.tuning.search import ADV_ACCURACY, CLEAN_ADV_ACCURACY, objective, search
 
 __all__ = [
     "ADV_ACCURACY",
-    "CLEAN_ACCURACY_KEYS",
     "CLEAN_ADV_ACCURACY",
     "AdversarialHyperModel",
     "objective",
