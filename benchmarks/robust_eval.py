@@ -20,34 +20,45 @@ them, batch size 256):
   Target: `evaluate_robustness` FGSM / bare FGSM <= 1.15 (CPU time), 1 and 4 epsilons.
 
 APGD / AutoAttack / ART (the first `--apgd-examples` real MNIST test images in file order,
-pixels / 255, l-inf, box [0, 1]; a trained model: by default the tutorial CNN trained
-with adversarial regularization, `shared/models/tutorial-adv-regularized.keras`, where
-~80% of the images survive APGD-CE at eps 0.1, so APGD runs all its iterations; without
-that file the tutorial CNN is trained here one epoch on the MNIST training set):
+pixels / 255, l-inf, box [0, 1], batch `--apgd-batch`; a trained model: by default the
+tutorial CNN trained with adversarial regularization,
+`shared/models/tutorial-adv-regularized.keras`, where ~80% of the images survive APGD-CE
+at eps 0.1, so APGD runs all its iterations; without that file the tutorial CNN is trained
+here one epoch on the MNIST training set):
 
 - `evaluate_robustness` with `attacks.APGD(0.1, steps=100)` (APGD-CE-100, seed 0),
 - its floor: a bare `tf.function` with a `tf.while_loop` of 100 steps of one forward,
   one input-gradient backward (GradientTape, cross-entropy on the logits) and a sign
-  step projected on the ball and the box, on the same batches (`--apgd-batch`);
+  step projected on the ball and the box, on the same batches.
 
   Target: APGD-CE-100 / floor <= 1.2 (CPU time). APGD stops a batch once every example
   of it is broken, so on a model with few survivors it is cheaper than the floor.
 
+  Both run as `--traces` independent compiled copies (each on its own clone of the
+  model) and the medians pool every copy and round: with oneDNN on a shared CPU, one
+  trace of the very same function can run ~1.4x faster than another, stably over rounds
+  (buffer placement, presumably), which one copy each would turn into a coin flip.
+
 - with the adversarial-robustness-toolbox installed (`pip install keras-advreg[bench]`):
   ART's `AutoProjectedGradientDescent` (eps 0.1, eps_step 0.2, max_iter 100,
-  nb_random_init 1, cross-entropy, batch 500, `TensorFlowV2Classifier` on the logits)
-  on the same images: its accuracy minus ours, and its time over ours;
+  nb_random_init 1, cross-entropy, batch `--apgd-batch`, `TensorFlowV2Classifier` on the
+  logits) on the same images, in the first `--art-rounds` rounds: its accuracy minus
+  ours, and its time over ours. ART checks only the last iterate and draws its random
+  start from NumPy, so the accuracies differ by a few examples;
 - AutoAttack (standard: APGD-CE, APGD-T with 9 targets, Square 5000 queries) at eps 0.1
   and 0.2 on the first `--aa-examples` images, reported as seconds per 1000 images
-  (scaled linearly from the images timed), in the first `--aa-rounds` rounds only;
-- with ART: ART's `AutoAttack` class on the first `--art-aa-examples` images, with the
-  members ART can mirror (APGD-CE, APGD-DLR untargeted, Square 5000; 1 restart each,
-  untargeted: ART has no APGD-T with the paper's targeted DLR loss, and its targeted
-  mode would run every member against each of the 9 other classes).
+  (scaled linearly from the images timed: the cost depends on how many survive each
+  member), in the first `--aa-rounds` rounds;
+- with ART, on the same images: ART's `AutoAttack` class with the members ART can mirror
+  (APGD-CE, APGD-DLR, Square 5000; 1 restart each, untargeted: ART has no APGD-T with the
+  paper's targeted DLR loss, and its targeted mode runs every member against each of the
+  9 other classes in class order). Its default members (5 restarts each, DeepFool) cost
+  several times more.
 
 Run: python benchmarks/robust_eval.py [--rounds 5] [--examples 10000] [--apgd-examples 1000]
-Quick: python benchmarks/robust_eval.py --rounds 1 --examples 2000 --apgd-examples 200 \\
-    --aa-examples 50 --art-aa-examples 20 --skip-tutorial
+Quick: python benchmarks/robust_eval.py --rounds 1 --examples 2000 --skip-tutorial \\
+    --apgd-examples 200 --traces 1 --aa-examples 20
+Without ART the ART rows are left out ("ART not installed: pip install keras-advreg[bench]").
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ import os
 import pathlib
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -230,9 +242,11 @@ def trained_model(path: pathlib.Path, mnist_dir: pathlib.Path) -> tuple[keras.Mo
 # --------------------------------------------------------------------------- ART
 def import_art():
     try:
-        from art.attacks.evasion import AutoAttack as ArtAutoAttack
-        from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
-        from art.estimators.classification import TensorFlowV2Classifier
+        with warnings.catch_warnings():  # "PyTorch not found. Not importing DeepZ ..."
+            warnings.simplefilter("ignore")
+            from art.attacks.evasion import AutoAttack as ArtAutoAttack
+            from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+            from art.estimators.classification import TensorFlowV2Classifier
     except ImportError:
         return None
     return TensorFlowV2Classifier, AutoProjectedGradientDescent, SquareAttack, ArtAutoAttack
@@ -286,27 +300,39 @@ def make_art(art, model: keras.Model, batch: int):
 
 # --------------------------------------------------------------------------- timing
 class Method:
-    """A timed function: `images` it attacks (for seconds per 1000) and the rounds it runs in."""
+    """Timed function(s): one per trace (instance), the images attacked, the rounds it runs in."""
 
-    def __init__(self, fn: Callable, images: int = 0, rounds: int | None = None):
-        self.fn, self.images, self.rounds = fn, images, rounds
-        self.cpu: list[float] = []
-        self.wall: list[float] = []
+    def __init__(self, fns: Callable | list[Callable], images: int = 0, rounds: int | None = None):
+        self.fns = fns if isinstance(fns, list) else [fns]
+        self.images, self.rounds = images, rounds
+        self.cpu: list[list[float]] = [[] for _ in self.fns]
+        self.wall: list[list[float]] = [[] for _ in self.fns]
         self.result = None
 
     def time(self) -> None:
-        c0, w0 = time.process_time(), time.perf_counter()
-        self.result = self.fn()
-        self.cpu.append(time.process_time() - c0)
-        self.wall.append(time.perf_counter() - w0)
+        for i, fn in enumerate(self.fns):
+            c0, w0 = time.process_time(), time.perf_counter()
+            self.result = fn()
+            self.cpu[i].append(time.process_time() - c0)
+            self.wall[i].append(time.perf_counter() - w0)
 
     @property
-    def c(self) -> float:
-        return statistics.median(self.cpu)
+    def c(self) -> float:  # median over every trace and round
+        return statistics.median(t for ts in self.cpu for t in ts)
 
     @property
     def w(self) -> float:
-        return statistics.median(self.wall)
+        return statistics.median(t for ts in self.wall for t in ts)
+
+    def per_trace(self) -> str:
+        return "/".join(f"{statistics.median(ts):.1f}" for ts in self.cpu)
+
+
+def clone(model: keras.Model) -> keras.Model:
+    """A copy with its own weight buffers (and its own keras_advreg compiled attacks)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def main():
@@ -317,12 +343,15 @@ def main():
     parser.add_argument("--examples", type=int, default=10_000, help="FGSM/PGD part")
     parser.add_argument("--apgd-examples", type=int, default=1000)
     parser.add_argument("--apgd-batch", type=int, default=500)
-    parser.add_argument("--aa-examples", type=int, default=200)
+    parser.add_argument(
+        "--traces", type=int, default=3, help="independent compiled copies of APGD and its floor"
+    )
+    parser.add_argument("--art-rounds", type=int, default=2, help="rounds ART's APGD runs in")
+    parser.add_argument("--aa-examples", type=int, default=100, help="AutoAttack, ours and ART's")
     parser.add_argument("--aa-rounds", type=int, default=1, help="rounds AutoAttack runs in")
-    parser.add_argument("--art-aa-examples", type=int, default=100)
     parser.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL)
     parser.add_argument("--mnist-dir", type=pathlib.Path, default=DEFAULT_MNIST)
-    parser.add_argument("--skip-fgsm", action="store_true")
+    parser.add_argument("--skip-fgsm", action="store_true", help="skip the FGSM/PGD part")
     parser.add_argument("--skip-tutorial", action="store_true")
     parser.add_argument("--skip-apgd", action="store_true")
     parser.add_argument("--skip-autoattack", action="store_true")
@@ -334,6 +363,7 @@ def main():
     warm: list[Callable] = []  # untimed first calls (tracing), run before the rounds
 
     # ---------------------------------------------------------------- FGSM / PGD
+    fgsm_names: list[str] = []
     if not args.skip_fgsm:
         rng = np.random.default_rng(0)
         x = rng.random((args.examples, 28, 28, 1), dtype=np.float32)
@@ -341,7 +371,7 @@ def main():
         model = compile_classifier(tutorial_cnn())
         model.fit(x[:2048], y[:2048], batch_size=BATCH, epochs=1, verbose=0)  # not all-random
 
-        def ours(epsilons, attack="fgsm", model=model, x=x, y=y):
+        def ours(epsilons, attack="fgsm"):
             return lambda: evaluate_robustness(
                 model,
                 (x, y),
@@ -369,36 +399,35 @@ def main():
 
         # Same answers: the FGSM accuracies must agree with the floor's.
         r1, r4, b1, b4 = ours(EPS1)(), ours(EPS4)(), bare1(x, y), bare4(x, y)
-        assert abs(r1.clean_accuracy - b1[0]) < 1e-9 and abs(r1.accuracy[0.1] - b1[1]) < 1e-9, (
-            r1,
-            b1,
-        )
+        assert abs(r1.clean_accuracy - b1[0]) < 1e-9, (r1, b1)
+        assert abs(r1.accuracy[0.1] - b1[1]) < 1e-9, (r1, b1)
         assert np.allclose([r4.accuracy[e] for e in EPS4], b4[1:]), (r4, b4)
         fgsm_names = list(methods)
-        warm += [m.fn for m in methods.values()]
-    else:
-        fgsm_names = []
+        warm += [f for m in methods.values() for f in m.fns]
 
     # ---------------------------------------------------------------- APGD / AutoAttack / ART
     art = None if args.skip_art else import_art()
     art_note = "ART skipped (--skip-art)" if args.skip_art else (None if art else ART_MISSING)
-    need_mnist = not (args.skip_apgd and args.skip_autoattack and art is None)
-    if need_mnist:
+    floor_name, apgd_name = (
+        "APGD floor: 100 x (fwd + bwd + sign step)",
+        "evaluate_robustness APGD-CE-100",
+    )
+    art_apgd_name = "ART AutoProjectedGradientDescent CE-100"
+    model_note = ""
+    if not (args.skip_apgd and args.skip_autoattack):
         mx, my = mnist(args.mnist_dir, "t10k")
         amodel, model_note = trained_model(args.model, args.mnist_dir)
-        n_apgd = min(args.apgd_examples, len(my))
-        n_aa = min(args.aa_examples, len(my))
-        n_art_aa = min(args.art_aa_examples, len(my))
+        n_apgd, n_aa = min(args.apgd_examples, len(my)), min(args.aa_examples, len(my))
         xa, ya = mx[:n_apgd], my[:n_apgd]
         small = (mx[:16], my[:16])
         art_fns = make_art(art, amodel, args.apgd_batch) if art else None
 
-        def ours_apgd(data):
+        def ours_apgd(model, data):
             attack = attacks.APGD(
                 APGD_EPS, steps=APGD_STEPS, clip_value_min=0.0, clip_value_max=1.0, seed=0
             )
             return evaluate_robustness(
-                amodel, data, attack=attack, batch_size=args.apgd_batch, warn=False
+                model, data, attack=attack, batch_size=args.apgd_batch, warn=False
             )
 
         def ours_aa(data, eps):
@@ -410,15 +439,17 @@ def main():
             )
 
         if not args.skip_apgd:
-            floor = make_gradient_floor(amodel, APGD_EPS, APGD_STEPS, args.apgd_batch)
-            methods["APGD floor: 100 x (fwd + bwd + sign step)"] = Method(
-                lambda: floor(xa, ya), n_apgd
+            copies = [amodel] + [clone(amodel) for _ in range(args.traces - 1)]
+            floors = [make_gradient_floor(m, APGD_EPS, APGD_STEPS, args.apgd_batch) for m in copies]
+            methods[floor_name] = Method([lambda f=f: f(xa, ya) for f in floors], n_apgd)
+            methods[apgd_name] = Method(
+                [lambda m=m: ours_apgd(m, (xa, ya)) for m in copies], n_apgd
             )
-            methods["evaluate_robustness APGD-CE-100"] = Method(lambda: ours_apgd((xa, ya)), n_apgd)
-            warm += [lambda: floor(*small), lambda: ours_apgd(small)]
+            warm += [lambda f=f: f(*small) for f in floors]
+            warm += [lambda m=m: ours_apgd(m, small) for m in copies]
             if art_fns:
-                methods["ART AutoProjectedGradientDescent CE-100"] = Method(
-                    lambda: art_fns[0](xa, ya, APGD_EPS), n_apgd
+                methods[art_apgd_name] = Method(
+                    lambda: art_fns[0](xa, ya, APGD_EPS), n_apgd, args.art_rounds
                 )
                 warm.append(lambda: art_fns[0](*small, APGD_EPS))
         if not args.skip_autoattack:
@@ -429,10 +460,9 @@ def main():
                 )
             warm.append(lambda: ours_aa((mx[:32], my[:32]), AA_EPS[0]))  # traces every stage
             if art_fns:
-                xt, yt = mx[:n_art_aa], my[:n_art_aa]
                 for eps in AA_EPS:
                     methods[f"ART AutoAttack (APGD-CE, APGD-DLR, Square), eps {eps}"] = Method(
-                        lambda eps=eps: art_fns[1](xt, yt, eps), n_art_aa, args.aa_rounds
+                        lambda eps=eps: art_fns[1](xs, ys, eps), n_aa, args.aa_rounds
                     )
 
     for fn in warm:  # tracing is not timed
@@ -444,8 +474,8 @@ def main():
 
     # ---------------------------------------------------------------- report
     print(
-        f"\n{args.rounds} interleaved rounds (AutoAttack rows: {args.aa_rounds}), medians; "
-        f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs"
+        f"\n{args.rounds} interleaved rounds, medians; TF {tf.__version__}, "
+        f"Keras {keras.__version__}, {os.cpu_count()} CPUs"
     )
     if fgsm_names:
         base = methods["model.evaluate"]
@@ -462,31 +492,34 @@ def main():
     rest = [name for name in methods if name not in fgsm_names]
     if rest:
         print(
-            f"\nAPGD / AutoAttack: first images of MNIST t10k, l-inf, box [0, 1], batch "
-            f"{args.apgd_batch}; model: {model_note}"
+            f"\nAPGD / AutoAttack at eps {APGD_EPS} unless said: the first images of MNIST t10k, "
+            f"l-inf, box [0, 1], batch {args.apgd_batch}; model: {model_note}"
         )
         print(
-            f"{'method':<60} {'images':>6} {'cpu s':>8} {'wall s':>8} {'cpu s/1k':>9} {'wall s/1k':>9}"
+            f"{'method':<56} {'images':>6} {'runs':>4} {'cpu s':>7} {'wall s':>7} "
+            f"{'cpu s/1k':>8} {'wall s/1k':>9}  cpu s per trace"
         )
         for name in rest:
             m = methods[name]
-            k = 1000 / m.images
-            print(f"{name:<60} {m.images:6d} {m.c:8.2f} {m.w:8.2f} {m.c * k:9.1f} {m.w * k:9.1f}")
-    if not args.skip_apgd and need_mnist:
-        ours_m = methods["evaluate_robustness APGD-CE-100"]
-        floor_m = methods["APGD floor: 100 x (fwd + bwd + sign step)"]
+            k, runs = 1000 / m.images, sum(len(ts) for ts in m.cpu)
+            traces = m.per_trace() if len(m.fns) > 1 else ""
+            print(
+                f"{name:<56} {m.images:6d} {runs:4d} {m.c:7.2f} {m.w:7.2f} "
+                f"{m.c * k:8.1f} {m.w * k:9.1f}  {traces}"
+            )
+    if apgd_name in methods:
+        ours_m, floor_m = methods[apgd_name], methods[floor_name]
         rep = ours_m.result
         print(
-            f"\nAPGD-CE-100 at eps {APGD_EPS}: clean {rep.clean_accuracy:.3f}, robust "
-            f"{rep.accuracy[APGD_EPS]:.3f} ({rep.description})"
+            f"\n{rep.description} at eps {APGD_EPS}: clean {rep.clean_accuracy:.3f}, robust "
+            f"{rep.accuracy[APGD_EPS]:.3f}"
         )
         print(
             f"APGD-CE-100 / floor (target <= 1.2): cpu {ours_m.c / floor_m.c:.3f}x, "
-            f"wall {ours_m.w / floor_m.w:.3f}x"
+            f"wall {ours_m.w / floor_m.w:.3f}x (medians over {args.traces} traces x rounds)"
         )
-        art_name = "ART AutoProjectedGradientDescent CE-100"
-        if art_name in methods:
-            art_m = methods[art_name]
+        if art_apgd_name in methods:
+            art_m = methods[art_apgd_name]
             diff = art_m.result - rep.accuracy[APGD_EPS]
             print(
                 f"ART APGD-CE-100: robust {art_m.result:.3f} (ART - ours: {diff:+.3f}); "
@@ -498,7 +531,7 @@ def main():
             if hasattr(result, "accuracy"):
                 (eps, acc), broken = next(iter(result.accuracy.items())), result.broken_by
                 parts = ", ".join(f"{k} {v:.3f}" for k, v in broken[eps].items() if v)
-                print(f"{name}: robust {acc:.3f}; broken by {parts or 'none'}")
+                print(f"{name}: robust {acc:.3f} (broken by {parts or 'none'})")
             else:
                 print(f"{name}: robust {result:.3f}")
     if art_note:

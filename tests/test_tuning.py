@@ -81,7 +81,7 @@ def last(trial, name):
 
 def clean_accuracy(trial):
     """The clean accuracy `val_clean_adv_accuracy` is made of: the callback's, else Keras'."""
-    for name in tuning.CLEAN_ACCURACY_KEYS:
+    for name in tuning.hypermodel.CLEAN_ACCURACY_KEYS:
         if trial.metrics.exists(name):
             return last(trial, name)
     raise AssertionError(f"no clean accuracy in {sorted(trial.metrics.metrics)}")

@@ -35,6 +35,25 @@ def _require_classes(attack: Attack, problem: Any, needed: int, why: str) -> Non
         )
 
 
+def run_apgd(attack, problem, state, eps, seed, loss_fn, target_ids=None):
+    """`apgd_core.apgd` on an `AttackProblem` with the attack's norm, steps and rho."""
+    return apgd_core.apgd(
+        lambda v, closure: problem.value_and_grad(state.x, v, closure),
+        state.v0,
+        state.ids,
+        eps,
+        problem.lo,
+        problem.hi,
+        norm=attack.norm,
+        steps=attack.steps,
+        loss_fn=loss_fn,
+        rho=attack.rho,
+        seed=seed,
+        target_ids=target_ids,
+        compact=problem.compactable,
+    )
+
+
 @register_attack("apgd")
 class APGD(Attack):
     """Auto-PGD: PGD without a step size to tune (untargeted).
@@ -93,20 +112,7 @@ class APGD(Attack):
         return lambda z, ids: problem.loss(state.y, z)
 
     def perturb(self, problem, state, eps, seed):
-        return apgd_core.apgd(
-            lambda v, closure: problem.value_and_grad(state.x, v, closure),
-            state.v0,
-            state.ids,
-            eps,
-            problem.lo,
-            problem.hi,
-            norm=self.norm,
-            steps=self.steps,
-            loss_fn=self._loss_fn(problem, state),
-            rho=self.rho,
-            seed=seed,
-            compact=problem.compactable,
-        )
+        return run_apgd(self, problem, state, eps, seed, self._loss_fn(problem, state))
 
 
 @register_attack("apgd-t")
@@ -176,21 +182,7 @@ class APGDTargeted(Attack):
         others = tf.where(is_label, tf.fill(tf.shape(scores), float("-inf")), scores)
         order = tf.argsort(others, axis=-1, direction="DESCENDING", stable=True)
         targets = tf.cast(order[:, (self.target_rank or 1) - 1], tf.int32)
-        return apgd_core.apgd(
-            lambda v, closure: problem.value_and_grad(state.x, v, closure),
-            state.v0,
-            state.ids,
-            eps,
-            problem.lo,
-            problem.hi,
-            norm=self.norm,
-            steps=self.steps,
-            loss_fn=apgd_core.targeted_dlr,
-            rho=self.rho,
-            seed=seed,
-            target_ids=targets,
-            compact=problem.compactable,
-        )
+        return run_apgd(self, problem, state, eps, seed, apgd_core.targeted_dlr, targets)
 
 
 register_preset("apgd-ce", lambda **kwargs: APGD(**{"loss": "ce", **kwargs}))

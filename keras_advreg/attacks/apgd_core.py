@@ -14,6 +14,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from keras_advreg.attacks.norms import seed_pair
+
 __all__ = [
     "LOSSES",
     "NORMS",
@@ -30,7 +32,6 @@ NORMS = ("infinity", "l2")
 ClosureFn = Callable[[tf.Tensor], tf.Tensor]
 ValueAndGradFn = Callable[[tf.Tensor, ClosureFn], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 
-_STATELESS_SALT = 0x5EED  # second word of a stateless seed built from one integer
 _ALG = "philox"  # fixed: "auto_select" may draw differently on other devices
 
 
@@ -145,21 +146,6 @@ def checkpoints(steps: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- helpers
-def seed_pair(seed: Any) -> tf.Tensor:
-    """A stateless-op seed (`[2]` int64) from None (drawn), an int or a `[]`/`[2]` int tensor."""
-    if seed is None:
-        return tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64)
-    seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer:
-        raise ValueError(f"`seed` must be an integer or an integer tensor. Received: {seed!r}")
-    seed = tf.cast(seed, tf.int64)
-    if seed.shape.rank == 0:
-        seed = tf.stack([seed, tf.constant(_STATELESS_SALT, tf.int64)])
-    elif seed.shape.rank != 1 or seed.shape[0] not in (None, 2):
-        raise ValueError(f"`seed` must be a scalar or have shape [2]. Received: {seed!r}")
-    return seed
-
-
 def _l2(t: tf.Tensor) -> tf.Tensor:
     return tf.sqrt(tf.reduce_sum(tf.square(t), axis=1, keepdims=True))
 

@@ -21,6 +21,24 @@ def project(delta: Any, radius: Any, norm: str) -> Any:
     return nsl_utils.project_to_ball(delta, radius, nsl_configs.NormType(norm))
 
 
+_STATELESS_SALT = 0x5EED  # second word of a stateless seed built from one integer
+
+
+def seed_pair(seed: Any) -> tf.Tensor:
+    """A stateless-op seed (`[2]` int64) from None (drawn), an int or a `[]`/`[2]` int tensor."""
+    if seed is None:
+        return tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64)
+    seed = tf.convert_to_tensor(seed)
+    if not seed.dtype.is_integer:
+        raise ValueError(f"`seed` must be an integer or an integer tensor. Received: {seed!r}")
+    seed = tf.cast(seed, tf.int64)
+    if seed.shape.rank == 0:
+        seed = tf.stack([seed, tf.constant(_STATELESS_SALT, tf.int64)])
+    elif seed.shape.rank != 1 or seed.shape[0] not in (None, 2):
+        raise ValueError(f"`seed` must be a scalar or have shape [2]. Received: {seed!r}")
+    return seed
+
+
 class _Draws:
     """tf.random draws: stateless from a seed (each call a new subseed), else stateful."""
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from keras_advreg.attacks.norms import seed_pair
+
 __all__ = ["size_schedule", "square_linf"]
 
-_STATELESS_SALT = 0x5EED  # second word of a stateless seed built from one integer
 _ALG = "philox"  # fixed: "auto_select" may draw differently on other devices
 
 
@@ -60,20 +61,6 @@ def size_schedule(queries: int, image_shape: Sequence[int], p_init: float) -> li
         s = max(int(round(math.sqrt(_p_selection(i, p_init, queries) * h * w))), 1)
         sides.append(min(s, h, w))
     return sides
-
-
-def _seed_pair(seed: Any) -> tf.Tensor:
-    if seed is None:
-        return tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64)
-    seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer:
-        raise ValueError(f"`seed` must be an integer or an integer tensor. Received: {seed!r}")
-    seed = tf.cast(seed, tf.int64)
-    if seed.shape.rank == 0:
-        seed = tf.stack([seed, tf.constant(_STATELESS_SALT, tf.int64)])
-    elif seed.shape.rank != 1 or seed.shape[0] not in (None, 2):
-        raise ValueError(f"`seed` must be a scalar or have shape [2]. Received: {seed!r}")
-    return seed
 
 
 def _margin(z: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -142,7 +129,7 @@ def square_linf(
     eps = tf.cast(eps, tf.float32)
     lo = tf.cast(lo, tf.float32)
     hi = tf.cast(hi, tf.float32)
-    seed = _seed_pair(seed)
+    seed = seed_pair(seed)
     batch = tf.shape(v0)[0]
     full = tf.stack([batch, h, w, c])
     # The two vertices of the ball in each coordinate, clipped to the box.
