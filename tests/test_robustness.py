@@ -96,7 +96,8 @@ def trained_cnn(mnist_arrays):
 def test_pgd_is_at_least_as_strong_as_fgsm_and_accuracy_falls(trained_cnn):
     model, data = trained_cnn
     kwargs = dict(epsilons=(0.02, 0.05, 0.1, 0.2), clip_value_min=0.0, clip_value_max=1.0)
-    fgsm = evaluate_robustness(model, data, **kwargs)
+    fgsm = evaluate_robustness(model, data, attack="fgsm", **kwargs)
+    keras.utils.set_random_seed(0)  # the PGD random start is drawn per call: fix it
     pgd = evaluate_robustness(model, data, attack="pgd", pgd_steps=7, **kwargs)
     assert fgsm.clean_accuracy == pgd.clean_accuracy > 0.7
     for report in (fgsm, pgd):
