@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from keras_advreg.attacks.base import from_arguments
 from keras_advreg.attacks.heads import attack_target
-from keras_advreg.attacks.problem import check_labels, get_problem
-from keras_advreg.attacks.runner import attack_batch
+from keras_advreg.attacks.problem import check_labels
+from keras_advreg.attacks.runner import attack_batch, prepare
 from keras_advreg.data.batching import as_floatx, model_inputs
 
 
@@ -68,11 +68,8 @@ def generate_adversarial_examples(
         raise ValueError(f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}")
     target = attack_target(model)
     x, y = model_inputs(target, as_floatx(x)), np.asarray(y)
-    problem = get_problem(model, x, y, loss, attack.clip_value_min, attack.clip_value_max)
-    for stage in attack.stages(problem):
-        stage.check_problem(problem)
+    problem, seed = prepare(model, attack, x, y, loss)
     check_labels(y, problem)
-    seed = attack.seed if attack.seed is not None else int(np.random.randint(2**31 - 1))
     result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, 0)
     x_adv = problem.unflatten(tf.nest.map_structure(tf.convert_to_tensor, x), result.adversarial[0])
     x_adv = tf.nest.map_structure(lambda t: t.numpy(), x_adv)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.attacks.problem import get_compiled
+from keras_advreg.attacks.problem import get_compiled, get_problem
 
 _INT32 = 2**31 - 1
 
@@ -41,6 +41,16 @@ def seed_for(base: int, batch: int, stage: int, restart: int, radius: int) -> tf
     """The stateless seed of one compiled call: a pure function of where it runs."""
     mixed = (batch * 7919 + stage * 104729 + restart * 1299709 + radius * 15485863) % _INT32
     return tf.constant([base % _INT32, mixed], tf.int32)
+
+
+def prepare(model: Any, attack: Any, x: Any, y: Any, loss: Any) -> tuple[Any, int]:
+    """The problem of a first batch, checked against every stage (before any work), and the
+    base seed of this evaluation (the attack's, else one from NumPy's global state)."""
+    problem = get_problem(model, x, y, loss, attack.clip_value_min, attack.clip_value_max)
+    for stage in attack.stages(problem):
+        stage.check_problem(problem)
+    seed = attack.seed if attack.seed is not None else int(np.random.randint(_INT32))
+    return problem, seed
 
 
 def attack_batch(
@@ -89,4 +99,4 @@ def attack_batch(
     return result
 
 
-__all__ = ["BatchResult", "attack_batch", "seed_for"]
+__all__ = ["BatchResult", "attack_batch", "prepare", "seed_for"]

@@ -13,8 +13,8 @@ import numpy as np
 from keras_advreg.attacks.apgd import APGD
 from keras_advreg.attacks.base import Attack, from_arguments
 from keras_advreg.attacks.heads import attack_target
-from keras_advreg.attacks.problem import AttackProblem, check_labels, get_problem
-from keras_advreg.attacks.runner import BatchResult, attack_batch
+from keras_advreg.attacks.problem import AttackProblem, check_labels
+from keras_advreg.attacks.runner import BatchResult, attack_batch, prepare
 from keras_advreg.data.batching import batches, model_inputs
 from keras_advreg.evaluation.checks import (
     WEAK_STRENGTHS,
@@ -138,10 +138,7 @@ def evaluate_robustness(
     first = next(stream, None)
     if first is None:
         raise ValueError("`data` is empty: there is nothing to evaluate.")
-    problem = get_problem(model, *first, loss, attack.clip_value_min, attack.clip_value_max)
-    for stage in attack.stages(problem):
-        stage.check_problem(problem)
-    seed = attack.seed if attack.seed is not None else int(np.random.randint(2**31 - 1))
+    problem, seed = prepare(model, attack, *first, loss)
     totals = _Totals(problem.num_classes, attack.epsilons)
     first_result = None
     for index, (x, y) in enumerate(itertools.chain([first], stream)):

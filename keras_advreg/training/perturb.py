@@ -7,16 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
-_OVERRIDABLE = (
-    "feature_mask",
-    "adv_step_size",
-    "adv_grad_norm",
-    "clip_value_min",
-    "clip_value_max",
-    "pgd_iterations",
-    "pgd_epsilon",
-    "random_init",
-)
+from keras_advreg.training.config import NEIGHBOR_FIELDS
 
 
 class PerturbOnBatchMixin:
@@ -38,10 +29,10 @@ class PerturbOnBatchMixin:
             The perturbed batch in the input's format, as numpy arrays: a dict
             with the labels (and weights) put back, or a tuple `(x_adv, y[, w])`.
         """
-        unknown = sorted(set(config_overrides) - set(_OVERRIDABLE))
+        unknown = sorted(set(config_overrides) - set(NEIGHBOR_FIELDS))
         if unknown:
             raise ValueError(
-                f"Unknown perturbation setting(s) {unknown}. Expected some of {list(_OVERRIDABLE)}."
+                f"Unknown perturbation setting(s) {unknown}. Expected some of {list(NEIGHBOR_FIELDS)}."
             )
         self._require_loss("`perturb_on_batch` needs")
         overrides = {k: v for k, v in config_overrides.items() if v is not None}
