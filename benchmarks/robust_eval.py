@@ -35,9 +35,10 @@ here one epoch on the MNIST training set):
   of it is broken, so on a model with few survivors it is cheaper than the floor.
 
   Both run as `--traces` independent compiled copies (each on its own clone of the
-  model) and the medians pool every copy and round: with oneDNN on a shared CPU, one
-  trace of the very same function can run ~1.4x faster than another, stably over rounds
-  (buffer placement, presumably), which one copy each would turn into a coin flip.
+  model); the ratio is printed on medians pooled over every copy and round, and on the
+  fastest copy of each. With oneDNN on this CPU, one trace of the very same function runs
+  up to ~1.6x faster than another, stably over rounds, even single-threaded on an idle
+  machine (buffer placement, presumably): with one copy each the ratio is a coin flip.
 
 - with the adversarial-robustness-toolbox installed (`pip install keras-advreg[bench]`):
   ART's `AutoProjectedGradientDescent` (eps 0.1, eps_step 0.2, max_iter 100,
