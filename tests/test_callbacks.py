@@ -188,6 +188,9 @@ def test_tensorboard_accepts_the_names_and_images_are_written(tmp_path):
         (dict(max_examples=0), "`max_examples` must be an integer >= 1"),
         (dict(metric_name="val adv/acc"), "`metric_name` must be"),
         (dict(clip_value_min=1.0, clip_value_max=0.0), "clip_value_min"),
+        (dict(stop_on_collapse=0.0), "`stop_on_collapse` must be a drop in accuracy in"),
+        (dict(stop_on_collapse=True), "`stop_on_collapse` must be a drop in accuracy in"),
+        (dict(attack="fgsm", stop_on_collapse=0.2), "`stop_on_collapse` needs a multi-step"),
     ],
 )
 def test_bad_configuration_fails_at_construction(kwargs, match):
@@ -238,3 +241,47 @@ def test_model_that_is_not_a_classifier_fails_before_the_first_epoch():
             verbose=0,
             callbacks=[AdversarialRobustnessCallback((x, np.zeros(8)), attack="fgsm")],
         )
+
+
+# --------------------------------------------------------------------------- catastrophic overfitting
+class FakeReport:
+    def __init__(self, accuracy):
+        self.robust_accuracy = accuracy
+        self.accuracy = {0.1: accuracy}
+        self.clean_accuracy = 0.99
+        self.description = "fake"
+        self.warnings = []
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_stop_on_collapse_stops_and_restores_the_best_weights(restore):
+    # Robust accuracy per evaluation: the probe of on_train_begin, then epochs 1-5.
+    measured = iter([0.5, 0.6, 0.7, 0.45, 0.8, 0.8])
+    x, y = tiny_data()
+    model = compiled()
+    callback = AdversarialRobustnessCallback(
+        (x, y), epsilons=0.1, attack="pgd", stop_on_collapse=0.2, restore_best_weights=restore
+    )
+    callback._evaluate = lambda max_examples: FakeReport(next(measured))
+    weights = {}
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights.setdefault(epoch, model.get_weights())
+    )
+    with pytest.warns(UserWarning, match="collapsed from 0.7000 .epoch 2. to 0.4500 .epoch 3."):
+        history = model.fit(x, y, epochs=5, verbose=0, callbacks=[callback, record])
+    assert len(history.history["loss"]) == 3  # stopped at the end of epoch 3
+    assert callback.collapsed_epoch == 2 and callback.best_epoch == 1
+    assert history.history["val_adv_accuracy"] == [0.6, 0.7, 0.45]
+    expected = weights[1] if restore else weights[2]
+    for got, want in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_drop_smaller_than_stop_on_collapse_does_not_stop():
+    measured = iter([0.5, 0.6, 0.7, 0.55, 0.65])
+    x, y = tiny_data()
+    model = compiled()
+    callback = AdversarialRobustnessCallback((x, y), attack="pgd", stop_on_collapse=0.2)
+    callback._evaluate = lambda max_examples: FakeReport(next(measured))
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback])
+    assert len(history.history["loss"]) == 4 and callback.collapsed_epoch is None

@@ -1,4 +1,4 @@
-"""Training: TRADES' term, the "fast" preset, the epsilon schedule, saving the base model."""
+"""Training: TRADES' term, the "fast" and "free" presets, the epsilon schedule, saving the base model."""
 
 from __future__ import annotations
 
@@ -124,3 +124,89 @@ def test_save_base_model_writes_a_compiled_plain_model(tmp_path):
     loaded = keras.models.load_model(path)
     logs = loaded.evaluate(x, y, verbose=0, return_dict=True)  # raised "must call compile()"
     assert set(logs) == {"loss", "accuracy"}
+
+
+def free_reference(x, y, w, b, *, replays, step, eps, lr):
+    """Free training of a linear regression by hand: MSE, SGD, zero start, clip to [0, 1]."""
+    n = len(x)
+    delta = np.zeros_like(x)
+    for _ in range(replays):
+        xr = np.clip(x + delta, 0.0, 1.0)
+        err = xr @ w + b - y  # (n, 1)
+        grad_w, grad_b = 2 / n * xr.T @ err, 2 / n * err.sum(0)
+        grad_x = 2 / n * err @ w.T  # the same backward pass's input gradient
+        w, b = w - lr * grad_w, b - lr * grad_b
+        delta = np.clip(np.sign(grad_x) * step + xr - x, -eps, eps)  # carried to the next replay
+    return w, b
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_free_training_replays_each_batch_and_carries_the_perturbation(kind):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, (8, 3)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32")
+    w0 = np.array([[0.5], [-1.0], [2.0]], "float32")
+    b0 = np.array([0.1], "float32")
+    if kind == "sequential":
+        base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    elif kind == "functional":
+        inputs = keras.Input((3,))
+        base = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    else:
+
+        class Linear(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(1)
+
+            def call(self, inputs):
+                return self.dense(inputs)
+
+        base = Linear()
+        base(x[:1])
+    base.set_weights([w0, b0])
+    # step 0.06 within a ball of 0.1: the second step is cut by the projection, so both the
+    # carry and the projection show in the weights.
+    config = keras_advreg.AdvConfig.free(0.1, replays=3, adv_step_size=0.06)
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations) == 3  # one Keras step, three updates
+    w, b = free_reference(x, y, w0, b0, replays=3, step=0.06, eps=0.1, lr=0.5)
+    np.testing.assert_allclose(base.get_weights()[0], w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(base.get_weights()[1], b, rtol=1e-4, atol=1e-6)
+    # Not the same as replaying the clean batch three times (the perturbation matters).
+    w_clean, _ = free_reference(x, y, w0, b0, replays=3, step=0.0, eps=0.1, lr=0.5)
+    assert np.abs(w - w_clean).max() > 1e-3
+
+
+def test_free_training_trains_a_classifier_and_survives_save_and_load(tmp_path):
+    keras.utils.set_random_seed(0)
+    x = np.random.rand(64, 6).astype("float32")
+    y = (x.sum(1) > 3).astype("int32")
+    base = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    config = keras_advreg.AdvConfig.free(0.1, replays=2, random_init=True)
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile("adam", LOSS, metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 2 * 2 * 2
+    assert history.history["loss"] == history.history["scaled_adversarial_loss"]
+    model.save(tmp_path / "free.keras")
+    loaded = keras.models.load_model(tmp_path / "free.keras")
+    assert loaded.adv_config.free_replays == 2 and loaded.adv_config == config
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(free_replays=0), "`free_replays` must be an integer >= 1"),
+        (dict(free_replays=2.5), "Received: free_replays=2.5"),
+        (dict(free_replays=2), "pgd_epsilon=None"),
+        (dict(free_replays=2, pgd_epsilon=0.1, adv_loss="trades"), "adv_loss='trades'"),
+        (dict(free_replays=2, pgd_epsilon=0.1, pgd_iterations=3), "pgd_iterations=3"),
+    ],
+)
+def test_free_training_rejects_bad_settings(fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        keras_advreg.AdvConfig(**fields)

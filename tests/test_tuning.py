@@ -282,6 +282,45 @@ def test_search_space_not_searched_uses_adv_config():
     assert hp.space == []
 
 
+def test_search_space_of_losses_and_methods():
+    hypermodel = tiny_hypermodel(
+        adv_grad_norm="infinity",
+        adv_loss=["labeled", "trades"],
+        adv_method=["nsl", "fast", "free"],
+        free_replays=(2, 6),
+        pgd_iterations=(1, 3),
+        pgd_epsilon=0.3,
+        adv_config=AdvConfig(clip_value_min=0.0, clip_value_max=1.0),
+    )
+    hp = hypermodel.declare_hyperparameters(kt.HyperParameters())
+    space = {h.name: h for h in hp.space}
+    assert list(space["adv_loss"].values) == ["labeled", "trades"]
+    assert list(space["adv_method"].values) == ["nsl", "fast", "free"]
+    assert (space["free_replays"].min_value, space["free_replays"].max_value) == (2, 6)
+    values = dict(hp.values, adv_step_size=0.1, pgd_iterations=3, free_replays=5)
+    nsl = hypermodel.get_adv_config(dict(values, adv_method="nsl", adv_loss="trades"))
+    assert (nsl.adv_loss, nsl.pgd_iterations, nsl.free_replays) == ("trades", 3, None)
+    fast = hypermodel.get_adv_config(dict(values, adv_method="fast"))
+    assert (fast.random_init, fast.pgd_iterations, fast.pgd_epsilon) == (True, 1, 0.3)
+    assert fast.adv_step_size == pytest.approx(0.375) and fast.free_replays is None
+    free = hypermodel.get_adv_config(dict(values, adv_method="free", adv_loss="trades"))
+    assert (free.free_replays, free.adv_loss, free.adv_step_size) == (5, "labeled", 0.3)
+    model = hypermodel.build(kt.HyperParameters.from_config(hp.get_config()))
+    assert model.adv_config.adv_loss == "labeled"  # the defaults: first values
+
+
+def test_a_free_trial_trains():
+    hp = kt.HyperParameters()
+    hp.Fixed("adv_method", "free")
+    hypermodel = tiny_hypermodel(
+        adv_method="free", free_replays=3, pgd_epsilon=0.1, adv_grad_norm="infinity"
+    )
+    model = hypermodel.build(hp)
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert model.adv_config.free_replays == 3 and int(model.optimizer.iterations) == 3
+
+
 def test_build_base_model_without_hp_and_fresh_optimizer_per_trial():
     optimizer = keras.optimizers.Adam(learning_rate=0.01)
     hypermodel = AdversarialHyperModel(
@@ -319,6 +358,10 @@ def test_objective_helpers():
         ({"adv_grad_norm": []}, "`adv_grad_norm` must be a norm or a non-empty list"),
         ({"adv_grad_norm": {"values": []}}, "`adv_grad_norm` must be a non-empty list"),
         ({"adv_grad_norm": ["infinity", "l3"]}, "`adv_grad_norm` must be one of"),
+        ({"adv_loss": ["labeled", "kl"]}, "`adv_loss` must be one of 'labeled', 'trades'"),
+        ({"adv_method": "madry"}, "`adv_method` must be one of 'nsl', 'fast', 'free'"),
+        ({"free_replays": 2, "adv_step_size": None}, "`free_replays` needs .*pgd_epsilon=None"),
+        ({"free_replays": (0, 2)}, "`free_replays` must be a range of integers >= 1"),
         ({"adv_multiplier": (-1.0, 1.0)}, "`adv_multiplier` must be a range of numbers >= 0"),
         ({"adv_step_size": {"min_value": 0.0, "max_value": 0.1, "sampling": "log"}}, "log"),
         ({"adv_multiplier": (0.1, 0.2, 0.3)}, "`adv_multiplier` must be a number or a"),

@@ -57,3 +57,44 @@ def random_start_neighbor(
         perturbations = generator._compute_perturbations(perturbed, grads, dense)
         perturbed = generator._apply_perturbations(dense, perturbations)
     return generator._decompose_as(features, dict(perturbed, **sparse))
+
+
+class NeighborSteps:
+    """NSL's per-step perturbation math, one step at a time, for "free" training.
+
+    Free adversarial training takes the input gradient from the same backward pass as the
+    weights' gradient, so it cannot call `gen_adv_neighbor` (which runs its own passes);
+    this exposes the pieces of NSL's `_GenAdvNeighbor` it needs: splitting the features
+    into perturbable and other ones, the masked, normalised step projected onto the
+    `pgd_epsilon` ball, and clipping.
+    """
+
+    def __init__(self, features: Any, config: Any):
+        self._generator = adversarial_neighbor._GenAdvNeighbor(
+            labeled_loss=None, adv_config=config, pgd_model_fn=lambda f: f, pgd_loss_fn=_unused
+        )
+        self._features = features
+        keyed = self._generator._compose_as_dict(features)
+        self.dense, self.sparse = self._generator._split_dict(
+            keyed, adversarial_neighbor.is_differentiable_tensor
+        )
+
+    def apply(self, perturbations: dict) -> dict:
+        """`dense + perturbations`, clipped to the config's bounds (NSL's)."""
+        return self._generator._apply_perturbations(self.dense, perturbations)
+
+    def step(self, perturbed: dict, grads: list) -> dict:
+        """The next perturbation: NSL's masked, normalised step from `perturbed`, projected."""
+        keyed = {
+            key: tf.where(tf.math.is_finite(g), g, tf.zeros_like(g))
+            for key, g in zip(perturbed, grads)
+        }
+        return self._generator._compute_perturbations(perturbed, keyed, self.dense)
+
+    def features_of(self, perturbed: dict) -> Any:
+        """The perturbed dense features put back into the features' structure."""
+        return self._generator._decompose_as(self._features, dict(perturbed, **self.sparse))
+
+
+def _unused(*args: Any) -> None:  # NSL requires a loss function when random_init is set
+    raise AssertionError("not called")

@@ -87,6 +87,17 @@ class AdversarialRobustnessCallback(AttackCallback):
             `8`.
         verbose: int. `1` prints the accuracies after each evaluation.
             Defaults to `0`.
+        stop_on_collapse: float in (0, 1]. Stop training when the robust
+            accuracy at the first epsilon falls this far below its best value
+            so far: catastrophic overfitting, the known failure of "fast"
+            FGSM training (Wong et al. 2020), shows as multi-step accuracy
+            collapsing within an epoch while FGSM accuracy rises. Needs a
+            multi-step attack (FGSM accuracy does not fall). Defaults to
+            `None` (never stop).
+        restore_best_weights: bool. With `stop_on_collapse`, put back the
+            weights of the evaluation with the best robust accuracy when
+            training stops on a collapse (as Wong et al.'s early stopping
+            does). Defaults to `True`.
 
     Example:
 
@@ -120,6 +131,8 @@ class AdversarialRobustnessCallback(AttackCallback):
         log_dir: str | None = None,
         num_images: int = 8,
         verbose: int = 0,
+        stop_on_collapse: float | None = None,
+        restore_best_weights: bool = True,
     ):
         arguments = dict(
             epsilon=epsilons,
@@ -148,6 +161,23 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.log_dir = None if log_dir is None else str(log_dir)
         self.num_images = check_positive_int("num_images", num_images)
         self.verbose = verbose
+        if stop_on_collapse is not None:
+            ok = isinstance(stop_on_collapse, (int, float)) and not isinstance(
+                stop_on_collapse, bool
+            )
+            if not ok or not 0.0 < stop_on_collapse <= 1.0:
+                raise ValueError(
+                    "`stop_on_collapse` must be a drop in accuracy in (0, 1], or None. "
+                    f"Received: stop_on_collapse={stop_on_collapse!r}"
+                )
+            if self._attack.strength == "single-step":
+                raise ValueError(
+                    "`stop_on_collapse` needs a multi-step attack: under catastrophic "
+                    "overfitting FGSM accuracy rises while multi-step accuracy collapses. "
+                    f"Received: attack={self._attack.describe()!r}"
+                )
+        self.stop_on_collapse = stop_on_collapse
+        self.restore_best_weights = bool(restore_best_weights)
         self._images = None
         if self.log_dir is not None:
             self._images = AdversarialExamplesCallback(
@@ -167,6 +197,10 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.reports: dict[int, RobustnessReport] = {}
         self._last_values: dict[str, float] | None = None
         self._warned: set[str] = set()
+        self.best_robust_accuracy: float | None = None
+        self.best_epoch: int | None = None
+        self.collapsed_epoch: int | None = None
+        self._best_weights: list | None = None
 
     @property
     def log_keys(self) -> list[str]:
@@ -227,12 +261,38 @@ class AdversarialRobustnessCallback(AttackCallback):
             values = [report.robust_accuracy, *report.accuracy.values(), report.clean_accuracy]
             self._last_values = dict(zip(keys, values, strict=True))
             self._warn(report)
+            self._check_collapse(epoch, report.robust_accuracy)
             if self.verbose:
                 shown = ", ".join(f"{k}={v:.4f}" for k, v in self._last_values.items())
                 print(f"\nEpoch {epoch + 1} ({report.description}): {shown}")
         logs.update(self._last_values)
         if self._images is not None:
             self._images.on_epoch_end(epoch, logs)
+
+    def _check_collapse(self, epoch: int, accuracy: float) -> None:
+        if self.stop_on_collapse is None:
+            return
+        if self.best_robust_accuracy is None or accuracy > self.best_robust_accuracy:
+            self.best_robust_accuracy, self.best_epoch = accuracy, epoch
+            if self.restore_best_weights:
+                self._best_weights = self.model.get_weights()
+            return
+        if self.best_robust_accuracy - accuracy < self.stop_on_collapse:
+            return
+        self.collapsed_epoch = epoch
+        self.model.stop_training = True
+        restored = ""
+        if self.restore_best_weights and self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+            restored = f" Restored the weights of epoch {self.best_epoch + 1}."
+        warnings.warn(
+            f"AdversarialRobustnessCallback: robust accuracy ({self._attack.describe()}) "
+            f"collapsed from {self.best_robust_accuracy:.4f} (epoch {self.best_epoch + 1}) to "
+            f"{accuracy:.4f} (epoch {epoch + 1}), a drop of at least "
+            f"stop_on_collapse={self.stop_on_collapse}: catastrophic overfitting. Training "
+            f"stops.{restored}",
+            stacklevel=2,
+        )
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._images is not None:

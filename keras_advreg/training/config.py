@@ -140,6 +140,13 @@ class AdvConfig:
             neighbour found by maximising the KL from a random start in the
             ball; `multiplier` is TRADES' beta; needs a classification loss).
             Defaults to `"labeled"`.
+        free_replays: int. "Free" adversarial training (Shafahi et al. 2019):
+            each minibatch is replayed this many times (the paper's m), each
+            replay one forward/backward pass at `x + delta` whose input gradient
+            moves `delta` by `adv_step_size` (within the `pgd_epsilon` ball,
+            which is required) for the next replay; the weights train on the
+            perturbed points only, and one Keras step makes `free_replays`
+            optimizer updates. See `AdvConfig.free`. Defaults to `None` (off).
 
     Example:
 
@@ -160,6 +167,7 @@ class AdvConfig:
     random_init: bool = False
     feature_mask: Any = None
     adv_loss: str = "labeled"
+    free_replays: int | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise values in place once
@@ -197,6 +205,7 @@ class AdvConfig:
             raise ValueError(
                 f"`adv_loss` must be one of 'labeled', 'trades'. Received: adv_loss={self.adv_loss!r}"
             )
+        self._check_free_replays()
         set_(self, "clip_value_min", _check_clip_value("clip_value_min", self.clip_value_min))
         set_(self, "clip_value_max", _check_clip_value("clip_value_max", self.clip_value_max))
         _check_feature_mask(self.feature_mask)
@@ -205,6 +214,36 @@ class AdvConfig:
             raise ValueError(
                 "`clip_value_min` must be <= `clip_value_max`. "
                 f"Received: clip_value_min={lo!r}, clip_value_max={hi!r}"
+            )
+
+    def _check_free_replays(self) -> None:
+        replays = self.free_replays
+        if replays is None:
+            return
+        if isinstance(replays, numbers.Real) and float(replays).is_integer():
+            replays = int(replays)
+        if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
+            raise ValueError(
+                "`free_replays` must be an integer >= 1 (the number of times each minibatch is "
+                f"replayed), or None. Received: free_replays={self.free_replays!r}"
+            )
+        object.__setattr__(self, "free_replays", replays)
+        problems = []
+        if self.adv_loss != "labeled":
+            problems.append(f"adv_loss={self.adv_loss!r} (free training uses the labeled loss)")
+        if self.pgd_iterations != 1:
+            problems.append(
+                f"pgd_iterations={self.pgd_iterations!r} (each replay takes one step; "
+                "use more replays instead)"
+            )
+        if self.pgd_epsilon is None:
+            problems.append(
+                "pgd_epsilon=None (the perturbation carried across replays needs a ball)"
+            )
+        if problems:
+            raise ValueError(
+                "`free_replays` needs adv_loss='labeled', pgd_iterations=1 and a `pgd_epsilon`. "
+                f"Received: free_replays={replays!r} with " + "; ".join(problems)
             )
 
     # Equality by value, also when `feature_mask` is an array (and after a save/load round
@@ -278,6 +317,41 @@ class AdvConfig:
             random_init=True,
             **fields,
         )
+
+    @classmethod
+    def free(
+        cls,
+        epsilon: float,
+        replays: int = 8,
+        clip_value_min: Any = 0.0,
+        clip_value_max: Any = 1.0,
+        random_init: bool = False,
+        **fields: Any,
+    ) -> AdvConfig:
+        """ "Free" adversarial training (Shafahi et al. 2019) in the l-inf ball of `epsilon`.
+
+        Each minibatch is replayed `replays` times; every replay's single backward pass
+        gives the weights' update and an FGSM step of size `epsilon` for the next replay's
+        perturbation (projected onto the ball). An update costs about one plain step: to
+        match the compute of `E` plain epochs, train for `E / replays` epochs.
+
+        Example:
+
+        >>> config = AdvConfig.free(0.3, replays=8)
+        >>> config.free_replays, config.adv_step_size, config.pgd_epsilon
+        (8, 0.3, 0.3)
+        """
+        settings = dict(
+            adv_step_size=epsilon,
+            adv_grad_norm="infinity",
+            clip_value_min=clip_value_min,
+            clip_value_max=clip_value_max,
+            pgd_iterations=1,
+            pgd_epsilon=epsilon,
+            random_init=random_init,
+            free_replays=replays,
+        )
+        return cls(**{**settings, **fields})
 
     @classmethod
     def from_nsl(cls, config: Any, **overrides: Any) -> AdvConfig:
@@ -385,7 +459,7 @@ def make_adv_reg_config(
     Example:
 
     >>> make_adv_reg_config(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
-    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled')
+    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled', free_replays=None)
     """
     fields = dict(
         feature_mask=feature_mask,

@@ -28,6 +28,7 @@ from keras_advreg.backend.nsl import adversarial_neighbor
 from keras_advreg.backend.nsl_private import random_start_neighbor
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
 from keras_advreg.training.config import AdvConfig
+from keras_advreg.training.free import FreeTrainingMixin
 from keras_advreg.training.losses import classification_from_logits, probabilities, trades_kl
 from keras_advreg.training.perturb import FunctionCache, PerturbOnBatchMixin
 from keras_advreg.training.routing import (
@@ -40,7 +41,7 @@ from keras_advreg.training.routing import (
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
-class AdversarialRegularization(PerturbOnBatchMixin, keras.Model):
+class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Model):
     """Wraps a Keras model so that adversarial neighbours join its training loss.
 
     The training objective is NSL's:
@@ -426,6 +427,8 @@ class AdversarialRegularization(PerturbOnBatchMixin, keras.Model):
 
     def train_step(self, data):
         features, labels, sample_weight, extras = self._unpack(data)
+        if self.adv_config.free_replays is not None:
+            return self._free_train_step(features, labels, sample_weight, extras)
         with tf.GradientTape() as tape:
             y_pred, loss, scaled_adv_loss = self._forward_fn()(
                 features, labels, sample_weight, extras, training=True, outer_tape=tape

@@ -30,7 +30,7 @@ from keras_advreg.data.adapters import unpack_batch
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.model import AdversarialRegularization
 from keras_advreg.tuning.search import ADV_ACCURACY, CLEAN_ADV_ACCURACY, objective
-from keras_advreg.tuning.search_space import SearchDimension, adv_config_values
+from keras_advreg.tuning.search_space import SearchDimension, adv_config_values, with_method
 from keras_advreg.tuning.trial import (
     CleanAdvAccuracy,
     callable_name,
@@ -117,6 +117,18 @@ class AdversarialHyperModel(kt.HyperModel):
             to `None` (not searched: FGSM).
         pgd_epsilon: Search space of the PGD projection radius. Defaults to
             `None` (not searched).
+        adv_loss: The adversarial loss(es) to try: `"labeled"` (NSL's),
+            `"trades"`, or a list of both. Defaults to `None` (not searched:
+            `adv_config.adv_loss`).
+        adv_method: The training method(s) to try: `"nsl"` (NSL's FGSM/PGD
+            neighbours as configured), `"fast"` (FGSM from a random start,
+            step 1.25 eps) or `"free"` (free training), or a list of them;
+            eps is `pgd_epsilon` or else `adv_step_size` (see
+            `keras_advreg.tuning.search_space.with_method`). A "free" trial
+            makes `free_replays` optimizer updates per batch. Defaults to
+            `None` (not searched: as `adv_config` says).
+        free_replays: Search space of "free" training's replays per batch.
+            Defaults to `None` (not searched: `adv_config.free_replays`, or 4).
         epsilons: float or tuple of float. Attack radii of the robustness
             evaluation; the first gives `val_adv_accuracy`, each also logs
             `val_adv_accuracy_eps_{epsilon}`. Defaults to `(0.1,)`.
@@ -179,6 +191,9 @@ class AdversarialHyperModel(kt.HyperModel):
         adv_grad_norm: Any = ("infinity", "l2"),
         pgd_iterations: Any = None,
         pgd_epsilon: Any = None,
+        adv_loss: Any = None,
+        adv_method: Any = None,
+        free_replays: Any = None,
         epsilons: Any = (0.1,),
         attack: Any = "autoattack-fast",
         attack_norm: str = "infinity",
@@ -211,6 +226,9 @@ class AdversarialHyperModel(kt.HyperModel):
         self.adv_grad_norm = adv_grad_norm
         self.pgd_iterations = pgd_iterations
         self.pgd_epsilon = pgd_epsilon
+        self.adv_loss = adv_loss
+        self.adv_method = adv_method
+        self.free_replays = free_replays
         self.epsilons = epsilons
         self.attack = attack
         self.attack_norm = normalize_norm(attack_norm, "attack_norm")
@@ -252,6 +270,9 @@ class AdversarialHyperModel(kt.HyperModel):
             "adv_grad_norm": (adv_grad_norm, "choice"),
             "pgd_iterations": (pgd_iterations, "int"),
             "pgd_epsilon": (pgd_epsilon, "float"),
+            "adv_loss": (adv_loss, "choice"),
+            "adv_method": (adv_method, "choice"),
+            "free_replays": (free_replays, "int"),
         }
         self._dimensions = [
             SearchDimension(key, spec, kind)
@@ -259,8 +280,10 @@ class AdversarialHyperModel(kt.HyperModel):
             if spec is not None
         ]
         self._check_l1_projection()
-        # Fail now on an invalid combination of the defaults.
-        self.get_adv_config(self.declare_hyperparameters(kt.HyperParameters()))
+        # Fail now on an invalid combination of the defaults, with each method searched.
+        defaults = self.declare_hyperparameters(kt.HyperParameters()).values
+        for method in self._dimension_values("adv_method") or [None]:
+            self.get_adv_config({**defaults, "adv_method": method})
         self._checked_objectives: set[str] = set()
 
     # ------------------------------------------------------------------ search space
@@ -294,9 +317,26 @@ class AdversarialHyperModel(kt.HyperModel):
     def get_adv_config(self, hp: Any) -> AdvConfig:
         """Returns the `AdvConfig` of a trial's hyperparameters (or a dict of values).
 
-        Fields that are not hyperparameters come from `adv_config`.
+        Fields that are not hyperparameters come from `adv_config`; the
+        `adv_method` hyperparameter, when searched, then sets the method's
+        fields (`with_method`).
         """
-        return self.adv_config.replace(**adv_config_values(hp))
+        fields = adv_config_values(hp)
+        values = hp if isinstance(hp, Mapping) else hp.values
+        method = values.get("adv_method")
+        try:
+            if method is None:
+                return self.adv_config.replace(**fields)
+            replays = fields.pop("free_replays", None) or self.adv_config.free_replays
+            config = self.adv_config.replace(**fields, free_replays=None)
+            return with_method(config, method, replays)
+        except ValueError as error:
+            raise ValueError(
+                f"Invalid adversarial hyperparameters {dict(values)}: {error}"
+            ) from None
+
+    def _dimension_values(self, name: str) -> list:
+        return next((d.values() for d in self._dimensions if d.name == name), [])
 
     def objective(self, kind: str = "robust") -> Any:
         """Returns the `keras_tuner.Objective` to maximise.

@@ -22,7 +22,16 @@ HYPERPARAMETER_FIELDS = {
     "adv_grad_norm": "adv_grad_norm",
     "pgd_iterations": "pgd_iterations",
     "pgd_epsilon": "pgd_epsilon",
+    "adv_loss": "adv_loss",
+    "free_replays": "free_replays",
 }
+
+#: The training methods `adv_method` chooses between (see `with_method`).
+ADV_METHODS = ("nsl", "fast", "free")
+#: Replays of "free" training when `free_replays` is neither searched nor set.
+DEFAULT_FREE_REPLAYS = 4
+#: The allowed values of the categorical hyperparameters other than norms.
+_CATEGORIES = {"adv_loss": ("labeled", "trades"), "adv_method": ADV_METHODS}
 
 # Default search space. The tutorial's hand-picked values (0.2, 0.2, l-inf) are the
 # hyperparameters' defaults (used where keras-tuner does not tune a value).
@@ -47,6 +56,15 @@ class SearchDimension:
                 f"`{name}` is not a valid search space: {e} Received: {name}={spec!r}"
             ) from None
 
+    def _value(self, value: Any) -> Any:
+        """A categorical value, checked: a norm, or one of the name's categories."""
+        allowed = _CATEGORIES.get(self.name)
+        if allowed is None:
+            return normalize_norm(value, self.name)
+        if value not in allowed:
+            raise self._error(f"one of {', '.join(map(repr, allowed))} or a list of them")
+        return value
+
     def _error(self, expected: str) -> ValueError:
         return ValueError(f"`{self.name}` must be {expected}. Received: {self.name}={self.spec!r}")
 
@@ -57,26 +75,25 @@ class SearchDimension:
             if kind == "choice":
                 values = kwargs.get("values")
                 if not values:
-                    raise self._error("a non-empty list of norms")
-                kwargs["values"] = [normalize_norm(v, name) for v in values]
+                    raise self._error(f"a non-empty list of {self._what()}")
+                kwargs["values"] = [self._value(v) for v in values]
                 if "default" in kwargs:
-                    kwargs["default"] = normalize_norm(kwargs["default"], name)
+                    kwargs["default"] = self._value(kwargs["default"])
                 return "Choice", kwargs
             if "min_value" not in kwargs or "max_value" not in kwargs:
                 raise self._error("a dict with `min_value` and `max_value`")
             self._check_range(kwargs["min_value"], kwargs["max_value"])
             return ("Int" if kind == "int" else "Float"), kwargs
         if kind == "choice":
+            expected = f"a {self._what()[:-1]} or a non-empty list of {self._what()}"
             if isinstance(spec, str) or hasattr(spec, "value"):
-                return "Fixed", {"value": normalize_norm(spec, name)}
+                return "Fixed", {"value": self._value(spec)}
             if isinstance(spec, Sequence):
                 if not spec:
-                    raise self._error(
-                        "a norm or a non-empty list of norms, e.g. ['infinity', 'l2']"
-                    )
-                values = list(dict.fromkeys(normalize_norm(v, name) for v in spec))
+                    raise self._error(expected)
+                values = list(dict.fromkeys(self._value(v) for v in spec))
                 return "Choice", {"values": values}
-            raise self._error("a norm or a non-empty list of norms, e.g. ['infinity', 'l2']")
+            raise self._error(expected)
         if is_number(spec):
             if kind == "int" and (not float(spec).is_integer() or spec < 1):
                 raise self._error("an integer >= 1")
@@ -97,6 +114,13 @@ class SearchDimension:
                 kwargs["sampling"] = "linear"
             return "Float", kwargs
         raise self._error("a number, a `(min_value, max_value)` pair or a dict of hp kwargs")
+
+    def _what(self) -> str:
+        return "values" if self.name in _CATEGORIES else "norms"
+
+    def values(self) -> list:
+        """The values a trial may draw (categorical dimensions)."""
+        return self.kwargs["values"] if self.method == "Choice" else [self.kwargs["value"]]
 
     def _check_range(self, low: Any, high: Any) -> None:
         if not (is_number(low) and is_number(high)):
@@ -125,4 +149,41 @@ def adv_config_values(hp: Any) -> dict:
     return {field: values[name] for name, field in HYPERPARAMETER_FIELDS.items() if name in values}
 
 
-__all__ = ["HYPERPARAMETER_FIELDS", "SearchDimension", "adv_config_values"]
+def with_method(config: Any, method: str | None, free_replays: int | None = None) -> Any:
+    """`config` (an `AdvConfig`) trained by `method`, the `adv_method` hyperparameter.
+
+    - `"nsl"`: NSL's neighbours as configured (FGSM, or PGD with `pgd_iterations`);
+      `free_replays` is cleared.
+    - `"fast"`: Wong et al.'s FGSM from a random start, step 1.25 eps, in the ball of
+      eps = `pgd_epsilon` (or `adv_step_size` when no `pgd_epsilon`).
+    - `"free"`: Shafahi et al.'s free training in that ball, step eps, `free_replays`
+      replays (`DEFAULT_FREE_REPLAYS` if None), the labeled loss.
+    """
+    if method is None:
+        return config
+    if method == "nsl":
+        return config.replace(free_replays=None)
+    eps = config.pgd_epsilon if config.pgd_epsilon is not None else config.adv_step_size
+    if method == "fast":
+        return config.replace(
+            random_init=True, pgd_iterations=1, pgd_epsilon=eps, adv_step_size=1.25 * eps,
+            free_replays=None,
+        )  # fmt: skip
+    if method == "free":
+        return config.replace(
+            free_replays=free_replays or DEFAULT_FREE_REPLAYS, adv_loss="labeled",
+            pgd_iterations=1, pgd_epsilon=eps, adv_step_size=eps,
+        )  # fmt: skip
+    raise ValueError(
+        f"`adv_method` must be one of {', '.join(map(repr, ADV_METHODS))}. "
+        f"Received: adv_method={method!r}"
+    )
+
+
+__all__ = [
+    "ADV_METHODS",
+    "HYPERPARAMETER_FIELDS",
+    "SearchDimension",
+    "adv_config_values",
+    "with_method",
+]

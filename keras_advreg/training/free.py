@@ -1,0 +1,60 @@
+""" "Free" adversarial training (Shafahi et al. 2019, "Adversarial Training for Free!").
+
+Each minibatch is replayed `free_replays` (the paper's m) times. Every replay is one
+forward and one backward pass at `x + delta`: that backward pass gives both the weights'
+gradient (applied at once by the optimizer) and the input gradient, from which NSL's step
+(`adv_step_size` along the gradient's sign for l-inf, projected onto the `pgd_epsilon`
+ball and clipped to the feature bounds) gives the perturbation of the next replay. So an
+optimizer update costs about one plain step, and the perturbation grows stronger over the
+replays at no extra cost. The perturbation starts each minibatch at 0 (`random_init=False`)
+or at a random point of the ball (`random_init=True`, as in Wong et al. 2020's variant);
+the paper carries it over from the previous minibatch, whose examples are different.
+
+The weights are trained on the perturbed points only (the paper's objective), so
+`multiplier` does not apply; `loss`, `scaled_adversarial_loss` and the compiled metrics
+of `fit` are those of the perturbed batches the weights were trained on, averaged over the
+replays. One Keras step makes `free_replays` optimizer updates: to match the compute of
+`E` plain epochs, train for `E / free_replays` epochs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from keras_advreg.attacks.norms import random_in_norm_ball
+from keras_advreg.backend.nsl_private import NeighborSteps
+
+
+class FreeTrainingMixin:
+    """The training step of `AdversarialRegularization` when `free_replays` is set."""
+
+    def _free_train_step(self, features: Any, labels: Any, sample_weight: Any, extras: Any):
+        self._require_loss("Training needs")
+        config = self.adv_config
+        features = tf.nest.map_structure(tf.convert_to_tensor, features)
+        self._dense_features(features)  # a clear error when nothing can be perturbed
+        steps = NeighborSteps(features, self._neighbor_config())
+        if config.random_init:
+            delta = random_in_norm_ball(steps.dense, config.pgd_epsilon, config.adv_grad_norm)
+        else:
+            delta = {key: tf.zeros_like(value) for key, value in steps.dense.items()}
+        trainable = self.trainable_weights
+        metrics = None
+        for _ in range(config.free_replays):
+            perturbed = steps.apply(delta)
+            watched = list(perturbed.values())
+            with tf.GradientTape() as tape:
+                tape.watch(watched)
+                inputs = steps.features_of(perturbed)
+                y_pred = self._call_base(inputs, extras, training=True)
+                loss = self.compute_loss(
+                    x=inputs, y=labels, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+                scaled = self.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, trainable + watched)  # one backward pass for both
+            self.optimizer.apply_gradients(zip(grads[: len(trainable)], trainable))
+            delta = steps.step(perturbed, grads[len(trainable) :])
+            metrics = self._record(inputs, labels, sample_weight, y_pred, loss, loss)
+        return metrics
