@@ -4,11 +4,13 @@ Each member runs only on the examples the previous ones left correctly classifie
 example is robust only if every member failed, so the accuracy is the per-example worst
 case. `"autoattack"`: APGD-CE, APGD-T (9 targets) and Square (5000 queries), 100
 iterations each - the reference's standard version without FAB-T. `"autoattack-fast"`:
-APGD-CE and APGD-T with 3 targets, for per-epoch use.
+APGD-CE and APGD-T with 3 targets, for per-epoch use. `version="custom"` runs the members
+named in `attacks_to_run`, as the reference implementation's option of the same name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from keras_advreg.attacks.apgd import APGD, APGDTargeted
@@ -16,7 +18,9 @@ from keras_advreg.attacks.base import Attack, register_attack, register_preset
 from keras_advreg.attacks.square import Square
 from keras_advreg.utils import check_positive_int
 
-VERSIONS = ("standard", "fast")
+VERSIONS = ("standard", "fast", "custom")
+#: The members `attacks_to_run` may name (the reference's names, without FAB).
+MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
 
 
 @register_attack("autoattack")
@@ -30,12 +34,16 @@ class AutoAttack(Attack):
     Args:
         epsilon: float or sequence of floats. Radius. Defaults to `0.1`.
         version: str. `"standard"` (APGD-CE, APGD-T with 9 targets, Square
-            5000 queries) or `"fast"` (APGD-CE, APGD-T with 3 targets).
-            Defaults to `"standard"`.
+            5000 queries), `"fast"` (APGD-CE, APGD-T with 3 targets) or
+            `"custom"` (the members of `attacks_to_run`). Defaults to
+            `"standard"`.
         steps: int. APGD iterations. Defaults to `100`.
         square_queries: int. Queries of the Square attack (standard version,
             l-inf). Defaults to `5000`; `0` leaves Square out (it costs
             `queries` forward passes per example still robust).
+        attacks_to_run: sequence of str. With `version="custom"`, the members
+            in cascade order, among "apgd-ce", "apgd-dlr", "apgd-t" (9
+            targets) and "square". Defaults to `None`.
         **kwargs: `norm`, `clip_value_min`, `clip_value_max`, `restarts`
             (of each member), `seed` (see `Attack`).
 
@@ -51,14 +59,31 @@ class AutoAttack(Attack):
         version: str = "standard",
         steps: int = 100,
         square_queries: int = 5000,
+        attacks_to_run: Sequence[str] | None = None,
         **kwargs: Any,
     ):
         super().__init__(epsilon, **kwargs)
         if version not in VERSIONS:
             raise ValueError(
-                f"`version` must be one of 'standard', 'fast'. Received: version={version!r}"
+                "`version` must be one of 'standard', 'fast', 'custom'. "
+                f"Received: version={version!r}"
             )
         self.version = version
+        if (version == "custom") != (attacks_to_run is not None):
+            raise ValueError(
+                "`attacks_to_run` is given exactly when version='custom'. "
+                f"Received: version={version!r}, attacks_to_run={attacks_to_run!r}"
+            )
+        if attacks_to_run is not None:
+            names = [attacks_to_run] if isinstance(attacks_to_run, str) else list(attacks_to_run)
+            unknown = [n for n in names if n not in MEMBERS]
+            if not names or unknown:
+                raise ValueError(
+                    f"`attacks_to_run` must be a non-empty list of {', '.join(map(repr, MEMBERS))}"
+                    f". Received: attacks_to_run={attacks_to_run!r}"
+                )
+            attacks_to_run = list(dict.fromkeys(names))
+        self.attacks_to_run = attacks_to_run
         self.steps = check_positive_int("steps", steps)
         if (
             isinstance(square_queries, bool)
@@ -77,22 +102,35 @@ class AutoAttack(Attack):
             "version": self.version,
             "steps": self.steps,
             "square_queries": self.square_queries,
+            "attacks_to_run": self.attacks_to_run,
         }
 
     def members(self) -> list[Attack]:
         """The attacks of the ensemble, in cascade order."""
         common = {k: v for k, v in Attack.get_config(self).items() if k not in ("epsilon",)}
-        members: list[Attack] = [APGD(self.epsilon, steps=self.steps, loss="ce", **common)]
-        targets = 9 if self.version == "standard" else 3
-        members.append(APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common))
-        if self.version == "standard" and self.norm == "infinity" and self.square_queries:
-            square = {k: v for k, v in common.items() if k != "norm"}
-            members.append(Square(self.epsilon, queries=self.square_queries, **square))
+        names = self.attacks_to_run
+        if names is None:
+            names = ["apgd-ce", "apgd-t"] + (["square"] if self.version == "standard" else [])
+        targets = 3 if self.version == "fast" else 9
+        members: list[Attack] = []
+        for name in names:
+            if name in ("apgd-ce", "apgd-dlr"):
+                loss = name.split("-")[1]
+                members.append(APGD(self.epsilon, steps=self.steps, loss=loss, **common))
+            elif name == "apgd-t":
+                members.append(
+                    APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
+                )
+            elif self.norm == "infinity" and self.square_queries:
+                square = {k: v for k, v in common.items() if k != "norm"}
+                members.append(Square(self.epsilon, queries=self.square_queries, **square))
         return members
 
     def describe(self) -> str:
         inner = ", ".join(m.describe() for m in self.members())
-        name = "AutoAttack" if self.version == "standard" else "AutoAttack-fast"
+        name = {"standard": "AutoAttack", "fast": "AutoAttack-fast"}.get(
+            self.version, "AutoAttack-custom"
+        )
         return f"{name} ({inner})"
 
     def stages(self, problem: Any = None) -> list[Attack]:
