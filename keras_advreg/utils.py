@@ -55,3 +55,21 @@ def normalize_norm(value: Any, name: str = "adv_grad_norm") -> str:
         if key in NORMS:
             return key
     raise ValueError(f"`{name}` must be one of 'infinity', 'l2', 'l1'. Received: {name}={value!r}")
+
+
+def require_tensorflow_backend(what: str) -> None:
+    """Raises at once when Keras runs on another backend than TensorFlow.
+
+    The attacks, the robustness evaluation and the training step are TensorFlow code
+    (`tf.function`, `tf.GradientTape`); on JAX or PyTorch they would fail deep inside
+    autograph with a message about symbolic tensors.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{what} needs the TensorFlow backend of Keras 3 (keras_advreg's attacks and "
+            "training step are TensorFlow code). Set KERAS_BACKEND=tensorflow before "
+            f"importing Keras. Received: backend={backend!r}"
+        )

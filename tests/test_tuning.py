@@ -340,6 +340,42 @@ def test_build_base_model_without_hp_and_fresh_optimizer_per_trial():
     assert model.base_model.layers[1].units == 4
 
 
+def test_a_builder_that_compiles_keeps_its_optimizer_loss_and_metrics():
+    def build(hp):
+        model = make_model("sequential")
+        rate = hp.Choice("learning_rate", [1e-2, 1e-3])
+        model.compile(
+            keras.optimizers.SGD(rate), loss=LOSS, metrics=["sparse_categorical_accuracy"]
+        )
+        return model
+
+    hypermodel = AdversarialHyperModel(build, loss="mse", metrics=["accuracy"])
+    hp = kt.HyperParameters()
+    hp.Fixed("learning_rate", 1e-2)
+    model = hypermodel.build(hp)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)
+    x, y = tiny_data()
+    logs = model.fit(x, y, epochs=1, verbose=0).history
+    # The builder's metrics and loss (the hypermodel's "mse" would fail on these labels).
+    assert "sparse_categorical_accuracy" in logs and "accuracy" not in logs
+    assert logs["loss"][0] > 0
+
+
+def test_string_objectives_naming_our_accuracies_are_maximised(tmp_path):
+    hypermodel = tiny_hypermodel()
+    for name in (ADV_ACCURACY, CLEAN_ADV_ACCURACY, "val_adv_accuracy_eps_0.1"):
+        tuner = kt.RandomSearch(
+            hypermodel, objective=name, max_trials=1, directory=tmp_path, project_name=name
+        )
+        assert tuner.oracle.objective == kt.Objective(name, "max")
+    # keras-tuner's own inference is unchanged for other names.
+    tuner = kt.RandomSearch(hypermodel, objective="val_loss", max_trials=1, directory=tmp_path)
+    assert tuner.oracle.objective == kt.Objective("val_loss", "min")
+    with pytest.raises(ValueError, match="Could not infer optimization direction"):
+        kt.RandomSearch(hypermodel, objective="val_adv_accuracies", directory=tmp_path)
+
+
 def test_objective_helpers():
     assert objective() == kt.Objective("val_adv_accuracy", "max")
     assert objective("clean_adv") == kt.Objective("val_clean_adv_accuracy", "max")

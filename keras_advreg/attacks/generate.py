@@ -13,6 +13,7 @@ from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import check_labels
 from keras_advreg.attacks.runner import attack_batch, prepare
 from keras_advreg.data.batching import as_floatx, model_inputs
+from keras_advreg.utils import require_tensorflow_backend
 
 
 def generate_adversarial_examples(
@@ -54,6 +55,7 @@ def generate_adversarial_examples(
     >>> [round(float(v), 2) for v in x_adv[0]], clean.tolist(), adv.tolist()
     ([-0.2, 0.5], [0], [1])
     """
+    require_tensorflow_backend("keras_advreg.generate_adversarial_examples")
     attack = from_arguments(
         attack,
         epsilon,

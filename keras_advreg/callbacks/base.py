@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from keras_advreg.attacks.base import from_arguments
-from keras_advreg.utils import check_positive_int
+from keras_advreg.utils import check_positive_int, require_tensorflow_backend
 
 
 class AttackCallback(keras.callbacks.Callback):
@@ -37,6 +37,7 @@ class AttackCallback(keras.callbacks.Callback):
         self, data, attack, attack_arguments, batch_size, loss, label_keys, every_n_epochs
     ):
         super().__init__()
+        require_tensorflow_backend(f"keras_advreg.{type(self).__name__}")
         if not isinstance(data, (tf.data.Dataset, tuple, list, Mapping)):
             raise TypeError(
                 "`data` must be `(x, y)` arrays, a dict of features and labels, or a "

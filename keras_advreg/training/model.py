@@ -38,6 +38,7 @@ from keras_advreg.training.routing import (
     looks_like_metrics,
     num_outputs,
 )
+from keras_advreg.utils import require_tensorflow_backend
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
@@ -101,12 +102,7 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
     ):
         kwargs.setdefault("name", "adversarial_regularization")
         super().__init__(**kwargs)
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "keras_advreg.AdversarialRegularization needs the TensorFlow backend of Keras 3 "
-                "(NSL's perturbation math is TensorFlow code). Set KERAS_BACKEND=tensorflow. "
-                f"Received: backend={keras.backend.backend()!r}"
-            )
+        require_tensorflow_backend("keras_advreg.AdversarialRegularization")
         if not isinstance(base_model, keras.Model):
             hint = ""
             if is_keras2_model(base_model):

@@ -12,7 +12,7 @@ import numbers
 
 import keras
 
-from keras_advreg.utils import check_positive_int
+from keras_advreg.utils import check_positive_int, require_tensorflow_backend
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
@@ -38,6 +38,7 @@ class EpsilonSchedule(keras.callbacks.Callback):
 
     def __init__(self, epsilon: float | None = None, warmup_epochs: int = 5):
         super().__init__()
+        require_tensorflow_backend("keras_advreg.EpsilonSchedule")
         if epsilon is not None and (
             isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0
         ):

@@ -40,7 +40,7 @@ from keras_advreg.tuning.trial import (
     objective_names,
     trial_objective,
 )
-from keras_advreg.utils import is_number, normalize_norm
+from keras_advreg.utils import is_number, normalize_norm, require_tensorflow_backend
 
 #: Where the clean accuracy comes from, first found: the robustness callback's (same
 #: examples as the robust accuracy), else Keras' validation accuracy.
@@ -99,7 +99,11 @@ class AdversarialHyperModel(kt.HyperModel):
             argument, so it can define its own hyperparameters.
         loss: Loss of the base model (as for `Model.compile`).
         optimizer: str, `keras.optimizers.Optimizer` (copied for every trial)
-            or a callable `hp -> optimizer`. Defaults to `"adam"`.
+            or a callable `hp -> optimizer`. Defaults to `"adam"`. When
+            `build_base_model` returns a compiled model (keras-tuner's
+            getting-started style, e.g. `Adam(hp.Choice("learning_rate",
+            ...))`), its optimizer, loss and metrics are used instead of
+            `optimizer`, `loss` and `metrics`.
         metrics: Metrics (as for `Model.compile`). Defaults to `None`.
         label_keys: str or tuple of str. Label keys of dict data. Defaults to
             `("label",)`.
@@ -206,6 +210,7 @@ class AdversarialHyperModel(kt.HyperModel):
         tunable: bool = True,
     ):
         super().__init__(name=name, tunable=tunable)
+        require_tensorflow_backend("keras_advreg.tuning.AdversarialHyperModel")
         _require_tensorboard()
         if not callable(build_base_model):
             raise TypeError(
@@ -359,9 +364,15 @@ class AdversarialHyperModel(kt.HyperModel):
             sample_weight_key=self.sample_weight_key,
             adv_config=config,
         )
-        model.compile(
-            optimizer=self._make_optimizer(hp), loss=self.loss, metrics=self._copy_metrics()
-        )
+        optimizer, loss, metrics = None, self.loss, self._copy_metrics()
+        if getattr(base, "compiled", False):  # keras-tuner's style: the builder compiles
+            compiled = keras.saving.deserialize_keras_object(base.get_compile_config())
+            optimizer = base.optimizer
+            loss = compiled.get("loss") or loss
+            metrics = compiled.get("metrics") or metrics
+        if optimizer is None:
+            optimizer = self._make_optimizer(hp)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         return model
 
     def fit(
