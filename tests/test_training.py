@@ -192,6 +192,7 @@ def test_free_training_trains_a_classifier_and_survives_save_and_load(tmp_path):
     history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     assert int(model.optimizer.iterations) == 2 * 2 * 2
     assert history.history["loss"] == history.history["scaled_adversarial_loss"]
+    assert history.history["labeled_loss"] == [0.0, 0.0]  # no clean term
     model.save(tmp_path / "free.keras")
     loaded = keras.models.load_model(tmp_path / "free.keras")
     assert loaded.adv_config.free_replays == 2 and loaded.adv_config == config

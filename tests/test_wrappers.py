@@ -66,6 +66,7 @@ def test_fgsm_step_and_sgd_update_by_hand(kind, norm):
     logs = model.train_on_batch(X, Y, return_dict=True)
     np.testing.assert_allclose(logs["loss"], ce + multiplier * ce_adv, rtol=1e-5)
     np.testing.assert_allclose(logs["scaled_adversarial_loss"], multiplier * ce_adv, rtol=1e-5)
+    np.testing.assert_allclose(logs["labeled_loss"], ce, rtol=1e-5)  # NSL's clean term
     new_w, new_b = model.base_model.get_weights()
     np.testing.assert_allclose(new_w, W - lr * (grad_w + multiplier * grad_w_adv), atol=1e-6)
     np.testing.assert_allclose(new_b, B - lr * (grad_b + multiplier * grad_b_adv), atol=1e-6)

@@ -13,7 +13,7 @@ the paper carries it over from the previous minibatch, whose examples are differ
 The weights are trained on the perturbed points only (the paper's objective), so
 `multiplier` does not apply; `loss`, `scaled_adversarial_loss` and the compiled metrics
 of `fit` are those of the perturbed batches the weights were trained on, averaged over the
-replays. One Keras step makes `free_replays` optimizer updates: to match the compute of
+replays, and `labeled_loss` (the clean term) is 0. One Keras step makes `free_replays` optimizer updates: to match the compute of
 `E` plain epochs, train for `E / free_replays` epochs.
 """
 
