@@ -211,3 +211,38 @@ def test_free_training_trains_a_classifier_and_survives_save_and_load(tmp_path):
 def test_free_training_rejects_bad_settings(fields, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         keras_advreg.AdvConfig(**fields)
+
+
+# --------------------------------------------------------------------------- NSL's functional API
+def test_adversarial_loss_matches_nsl_and_the_hand_computed_fgsm():
+    import tensorflow as tf
+
+    from keras_advreg.backend.nsl import nsl_configs
+    from keras_advreg.training import adversarial_loss
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    w = np.array([[1.0], [-2.0]], "float32")
+    model.set_weights([w, np.zeros(1, "float32")])
+    loss_fn = keras.losses.MeanSquaredError()
+    x = tf.constant([[0.2, 0.4], [0.6, 0.1]], tf.float32)
+    y = tf.constant([[1.0], [0.0]], tf.float32)
+    config = keras_advreg.AdvConfig(adv_step_size=0.1, adv_grad_norm="infinity")
+    # By hand: d loss / dx = 2/n * (xw - y) w^T; FGSM moves x by 0.1 * sign of it.
+    err = x.numpy() @ w - y.numpy()
+    x_adv = x.numpy() + 0.1 * np.sign(err @ w.T)
+    expected = float(np.mean((x_adv @ w - y.numpy()) ** 2))
+    ours = adversarial_loss(x, y, model, loss_fn, adv_config=config)
+    assert float(ours) == pytest.approx(expected, rel=1e-5)
+    # With a precomputed labeled loss and its tape (NSL's custom-loop pattern), and with NSL's
+    # config object: the same.
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        labeled = loss_fn(y, model(x))
+    nsl_config = nsl_configs.make_adv_reg_config(adv_step_size=0.1, adv_grad_norm="infinity")
+    reused = adversarial_loss(
+        x, y, model, loss_fn, adv_config=nsl_config, labeled_loss=labeled, gradient_tape=tape
+    )
+    assert float(reused) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="adv_loss='labeled' and no free_replays"):
+        adversarial_loss(x, y, model, loss_fn, adv_config=config.replace(adv_loss="trades"))
