@@ -10,6 +10,7 @@ PUBLIC_API = [
     "EpsilonSchedule",
     "RobustnessReport",
     "__version__",
+    "adversarial_loss",
     "attacks",
     "check_attack_strength",
     "evaluate_robustness",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import MODEL_KINDS, make_model
+from conftest import MODEL_KINDS, REPO_ROOT, make_model
 
 import keras_advreg
-from keras_advreg.apps import cli
+from keras_advreg.apps import arguments, cli, reporting, tutorial
 from keras_advreg.apps.demo import CURVE_EPSILONS
 
 
@@ -132,6 +134,21 @@ def test_usage_errors_exit_2_with_one_line(capsys, argv, fragments):
     assert err.startswith("usage: keras-advreg")
 
 
+def test_parser_defaults_match_the_library_constants():
+    # The parser keeps its own copies (importing keras_advreg.apps.demo imports TensorFlow).
+    assert arguments.DEMO_EPSILONS == CURVE_EPSILONS
+    assert arguments.EVAL_BATCH_SIZE == tutorial.EVAL_BATCH_SIZE
+
+
+def test_extras_named_in_messages_exist():
+    tomllib = pytest.importorskip("tomllib")
+    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert {"plot", "datasets"} <= set(extras)
+    assert any(r.startswith("matplotlib") for r in extras["plot"])
+    assert any(r.startswith("tensorflow-datasets") for r in extras["datasets"])
+
+
 def test_norm_aliases_are_accepted():
     args = cli.build_parser().parse_args(["evaluate", "m.keras", "--norm", "L-INF"])
     assert args.norm == "infinity"
@@ -151,11 +168,17 @@ def test_missing_model_file(capsys, tmp_path, linear_npz):
     assert_user_error(status, err, "model file not found", str(path))
 
 
-def test_corrupt_model_file(capsys, tmp_path, linear_npz):
-    path = tmp_path / "broken.keras"
+def test_text_file_named_keras(capsys, tmp_path, linear_npz):
+    path = tmp_path / "x.keras"
     path.write_bytes(b"this is not a zip archive")
     status, _, err = run(capsys, "evaluate", path, "--dataset", linear_npz)
-    assert_user_error(status, err, "corrupt or not a Keras model file", str(path))
+    assert_user_error(
+        status,
+        err,
+        f"`model` is not a Keras model file (.keras is a zip archive): {path}. "
+        "Received: a 25-byte file that is not a zip archive",
+    )
+    assert "File not found" not in err
 
 
 def test_truncated_model_file(capsys, tmp_path, linear_npz):
@@ -163,7 +186,7 @@ def test_truncated_model_file(capsys, tmp_path, linear_npz):
     path = tmp_path / "truncated.keras"
     path.write_bytes(good.read_bytes()[:200])
     status, _, err = run(capsys, "evaluate", path, "--dataset", linear_npz)
-    assert_user_error(status, err, str(path))
+    assert_user_error(status, err, "`model` is a damaged Keras model file", str(path), "200-byte")
 
 
 def test_folder_instead_of_model_file(capsys, tmp_path, linear_npz):
@@ -248,6 +271,68 @@ def test_attack_settings_are_checked_before_loading(
     status, _, err = run(capsys, *argv)
     assert_user_error(status, err, fragment)
     assert len(err.strip().splitlines()) == 1
+
+
+def must_not_load(*args, **kwargs):
+    raise AssertionError("loaded the model although the command must fail first")
+
+
+def test_mnist_without_tensorflow_datasets_names_the_extra(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    monkeypatch.setattr(cli, "load_model", must_not_load)
+    path = save(linear_model("functional"), tmp_path)
+    status, _, err = run(capsys, "evaluate", path, "--dataset", "mnist", "--no-plots")
+    assert_user_error(
+        status,
+        err,
+        "`--dataset mnist` needs tensorflow-datasets",
+        'pip install "keras-advreg[datasets]"',
+    )
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_mnist_loading_errors_name_the_extra(capsys, tmp_path, monkeypatch):
+    # tensorflow-datasets found, but failing to import when MNIST is loaded.
+    from keras_advreg.data import tfds
+
+    def broken():
+        raise ImportError(
+            '`load_tfds` requires tensorflow-datasets. Install it with `pip install "keras-advreg[datasets]"`.'
+        )
+
+    monkeypatch.setattr(tfds, "_import_tfds", broken)
+    args = cli.build_parser().parse_args(["evaluate", "m.keras", "--dataset", "mnist"])
+    with pytest.raises(cli.UserError, match=r"`--dataset mnist` needs tensorflow-datasets"):
+        cli.load_dataset(args)
+
+
+def test_verbose_keeps_tensorflows_log_level(capsys, tmp_path, linear_npz, monkeypatch):
+    missing = tmp_path / "absent.keras"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    status, _, err = run(capsys, "evaluate", missing, "--dataset", linear_npz, "--verbose")
+    assert_user_error(status, err, "model file not found")
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    status, _, err = run(capsys, "evaluate", missing, "--dataset", linear_npz)
+    assert_user_error(status, err, "model file not found")
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own setting wins
+    run(capsys, "evaluate", missing, "--dataset", linear_npz)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_keras_backend_is_read_as_keras_reads_it(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "keras")  # as before Keras is imported
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert cli.keras_backend() == ("tensorflow", "Keras' default")
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch"}))
+    backend, source = cli.keras_backend()
+    assert backend == "torch" and str(tmp_path / "keras.json") in source
+    with pytest.raises(cli.UserError, match=r"needs the TensorFlow backend of Keras 3") as info:
+        cli.check_keras_backend("demo")
+    assert "`keras-advreg demo`" in str(info.value) and "keras.json" in str(info.value)
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # the variable overrides the file
+    assert cli.keras_backend() == ("jax", "KERAS_BACKEND=jax")
 
 
 def test_demo_with_missing_manual_dir_fails_before_training(capsys, tmp_path):
@@ -365,7 +450,8 @@ def test_evaluate_matches_evaluate_robustness_for_a_saved_wrapper(capsys, tmp_pa
         "--no-plots",
     )
     assert status == 0, err
-    assert "40 examples" in out  # the progress bar's title
+    assert "FGSM (infinity) on 40 examples\n" in err  # the progress bar's title
+    assert "3/3 batches (100%)" in err and "batches" not in out
     results = json.loads((tmp_path / "out" / cli.EVALUATE_RESULTS_FILE).read_text())
     expected = keras_advreg.evaluate_robustness(
         model, (x, y), epsilons=(0.1, 0.3), batch_size=16, attack="fgsm"
@@ -388,3 +474,105 @@ def test_evaluate_writes_the_curve(capsys, tmp_path, linear_npz):
     curve = tmp_path / "o" / cli.EVALUATE_CURVE_FILE
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"Wrote {tmp_path / 'o' / cli.EVALUATE_RESULTS_FILE}" in out
+
+
+# --------------------------------------------------------------------------- evaluate: output
+def test_evaluate_prints_settings_and_table_on_stdout_and_progress_on_stderr(
+    capsys, tmp_path, linear_npz
+):
+    path = save(linear_model("functional"), tmp_path)
+    argv = ["evaluate", path, "--dataset", linear_npz, "--epsilons", "0.1,0.5", "--no-plots"]
+    status, out, err = run(
+        capsys,
+        *argv,
+        "--attack",
+        "fgsm",
+        "--clip-min",
+        "-1",
+        "--clip-max",
+        "1",
+        "--output-dir",
+        tmp_path / "c",
+    )
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "Attack: FGSM, norm infinity, epsilons 0.1, 0.5, clipped to [-1, 1]"
+    assert lines[1].startswith("Robustness report: FGSM (infinity), clipped to [-1.0, 1.0]")
+    assert "0 (clean)    1.0000" in out
+    assert err.startswith("FGSM (infinity) on 3 examples\n  1/1 batches (100%), ")
+    for stream in (out, err):  # captured: not a terminal, so no escapes, no redraws
+        assert "\x1b[" not in stream and "\r" not in stream
+    results = json.loads((tmp_path / "c" / cli.EVALUATE_RESULTS_FILE).read_text())
+    config = results["config"]
+    assert (config["clip_value_min"], config["clip_value_max"]) == (-1.0, 1.0)
+    assert config["epsilons"] == [0.1, 0.5] and config["description"] == "FGSM"
+    assert results["norm"] == "infinity"
+
+    status, out, err = run(
+        capsys, *argv, "--attack", "pgd", "--pgd-steps", "3", "--quiet", "--output-dir", ""
+    )
+    assert status == 0, err
+    assert out.splitlines()[0] == (
+        "Attack: PGD-3, norm infinity, epsilons 0.1, 0.5, 3 steps of size 2.5 * epsilon / 3, "
+        "random start, no clipping"
+    )
+    assert "unclipped" in out.splitlines()[1]
+    assert "batches" not in err  # --quiet: no progress
+
+
+def test_evaluate_without_matplotlib_skips_the_curve(capsys, tmp_path, linear_npz, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as after a core install
+    path = save(linear_model("sequential"), tmp_path)
+    argv = ["evaluate", path, "--dataset", linear_npz, "--attack", "fgsm", "--quiet"]
+    status, out, err = run(capsys, *argv, "--output-dir", tmp_path / "o")
+    assert status == 0, err
+    assert err.splitlines() == [
+        "keras-advreg: note: matplotlib is not installed, so the accuracy-vs-epsilon curve is "
+        'skipped (pip install "keras-advreg[plot]" to draw it)'
+    ]
+    assert (tmp_path / "o" / cli.EVALUATE_RESULTS_FILE).is_file()
+    assert not (tmp_path / "o" / cli.EVALUATE_CURVE_FILE).exists()
+    assert out.splitlines()[-1] == f"Wrote {tmp_path / 'o' / cli.EVALUATE_RESULTS_FILE}"
+    # Asked for explicitly, the curve is an error, before any work.
+    monkeypatch.setattr(cli, "load_model", must_not_load)
+    status, _, err = run(capsys, *argv, "--output-dir", tmp_path / "p", "--plots")
+    assert_user_error(status, err, "`--plots` needs matplotlib", 'pip install "keras-advreg[plot]"')
+
+
+# --------------------------------------------------------------------------- progress bar
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_is_plain_off_a_terminal():
+    stream = io.StringIO()
+    ticks = iter(range(100))
+    bar = reporting.ProgressBar(20, title="PGD-10", stream=stream, clock=lambda: next(ticks))
+    for i in range(1, 21):
+        bar.update(i)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "PGD-10"
+    assert lines[1] == "  1/20 batches (5%), 0s"
+    assert lines[-1] == "  20/20 batches (100%), 19s"
+    assert len(lines) == 1 + 11  # the first step, then every tenth
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+
+
+def test_progress_bar_redraws_one_line_on_a_terminal():
+    stream = FakeTerminal()
+    ticks = iter(range(100))
+    bar = reporting.ProgressBar(4, stream=stream, width=8, clock=lambda: next(ticks))
+    for i in range(1, 5):
+        bar.update(i)
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert "\r[====>   ] 2/4 batches 1s, eta 1s" in text
+    assert text.rstrip("\n").endswith("\r[========] 4/4 batches 3s")
+    assert "\x1b" not in text
+
+
+def test_progress_bar_defaults_to_stderr(capsys):
+    reporting.ProgressBar(1, title="t").update(1)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "t\n  1/1 batches (100%), 0s\n"

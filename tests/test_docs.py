@@ -52,3 +52,12 @@ def test_wrapper_example_block_runs():
     namespace = {}
     exec(compile(textwrap.dedent(block.group(1)), "example", "exec"), namespace)
     assert "scaled_adversarial_loss" in namespace["history"].history
+
+
+def test_adversarial_loss_example_block_runs():
+    from keras_advreg.training import functional
+
+    block = re.search(r"```python\n(.*?)```", functional.adversarial_loss.__doc__, re.S)
+    namespace = {}
+    exec(compile(textwrap.dedent(block.group(1)), "example", "exec"), namespace)
+    assert float(namespace["total_loss"]) > float(namespace["labeled_loss"]) > 0

@@ -20,6 +20,11 @@ ATTACKS = (
     "fgsm",
 )
 
+#: `keras-advreg demo --epsilons`' default (`keras_advreg.apps.demo.CURVE_EPSILONS`).
+DEMO_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+#: `keras-advreg evaluate --batch-size`' default (`keras_advreg.apps.tutorial.EVAL_BATCH_SIZE`).
+EVAL_BATCH_SIZE = 256
+
 
 # --------------------------------------------------------------------------- argument types
 def parse_epsilons(text: str) -> tuple[float, ...]:

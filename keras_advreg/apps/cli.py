@@ -7,22 +7,32 @@ keras-advreg evaluate MODEL.keras --dataset mnist|PATH.npz [--epsilons 0.05,0.1,
 ```
 
 User errors (a missing or corrupt model file, data that does not fit the
-model, bad option values) print `keras-advreg: error: ...` to stderr and exit
-with status 2, without a traceback.
+model, bad option values, a Keras backend other than TensorFlow) print
+`keras-advreg: error: ...` to stderr and exit with status 2, without a traceback.
+
+Parsing, `--help` and usage errors do not import TensorFlow (the console script imports
+the package lazily, see `keras_advreg/__init__.py`). A command imports it once its
+arguments are parsed, with `TF_CPP_MIN_LOG_LEVEL=2` unless that is set already, and
+without TensorFlow's C++ start-up log (`--verbose`, or `TF_CPP_MIN_LOG_LEVEL=0`, shows
+both). Progress goes to stderr (plain lines when it is not a terminal), results to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from keras_advreg.apps.arguments import (
     ATTACKS,
+    DEMO_EPSILONS,
+    EVAL_BATCH_SIZE,
     finite_float,
     non_negative_int,
     norm,
@@ -49,11 +59,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
 
 
-#: The names `--attack` takes (`keras_advreg.attacks.names()`, without importing TensorFlow).
 # --------------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
-    """The `keras-advreg` argument parser (subcommands `demo` and `evaluate`)."""
-    from keras_advreg.apps.demo import CURVE_EPSILONS, EVAL_BATCH_SIZE
+    """The `keras-advreg` argument parser (subcommands `demo`, `evaluate`, `robust-mnist`).
+
+    Building and using it imports no TensorFlow.
+    """
     from keras_advreg.version import __version__
 
     parser = _Parser(
@@ -75,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: tfds downloads it).",
     )
     data.add_argument("--quiet", action="store_true", help="no progress bars.")
+    data.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ log, start-up lines included (hidden by default: "
+        "TF_CPP_MIN_LOG_LEVEL=2 unless set).",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -100,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--epsilons",
         type=parse_epsilons,
-        default=CURVE_EPSILONS,
+        default=DEMO_EPSILONS,
         help="epsilons of the accuracy-vs-epsilon curve "
-        f"(default: {','.join(f'{e:g}' for e in CURVE_EPSILONS)}).",
+        f"(default: {','.join(f'{e:g}' for e in DEMO_EPSILONS)}).",
     )
     demo.add_argument(
         "--strong-subset",
@@ -170,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="upper bound of perturbed inputs (default: 1 for mnist, none for .npz).",
     )
     evaluate.add_argument(
-        "--batch-size", type=positive_int, default=EVAL_BATCH_SIZE, help="default: 256."
+        "--batch-size",
+        type=positive_int,
+        default=EVAL_BATCH_SIZE,
+        help=f"default: {EVAL_BATCH_SIZE}.",
     )
     evaluate.add_argument(
         "--max-examples", type=positive_int, help="evaluate the first N examples only."
@@ -183,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--plots",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write the accuracy-vs-epsilon curve; needs matplotlib (default: yes).",
+        default=None,
+        help="write the accuracy-vs-epsilon curve; needs matplotlib (default: when "
+        'matplotlib is installed, pip install "keras-advreg[plot]").',
     )
     evaluate.set_defaults(handler=_run_evaluate)
 
@@ -210,16 +231,105 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `keras-advreg` with `argv` (default: `sys.argv[1:]`); returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if not args.verbose:  # before TensorFlow is imported: it reads it once
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        check_keras_backend(args.command)
+        quiet = not args.verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0"
+        import_tensorflow(quiet=quiet)
         return args.handler(args)
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def import_tensorflow(*, quiet: bool = True) -> None:
+    """Imports TensorFlow and lists its devices; with `quiet`, without its start-up log.
+
+    TensorFlow >= 2.19 writes its start-up lines (oneDNN, CUDA, CPU features) through
+    absl before its log is initialized, whatever `TF_CPP_MIN_LOG_LEVEL` says
+    (tensorflow/tensorflow#100442). With `quiet`, file descriptor 2 points at a
+    temporary file while TensorFlow loads and finds its devices: the lines are
+    dropped, or written to stderr after all when the import fails.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    context = _native_stderr_captured() if quiet else contextlib.nullcontext()
+    with context:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[None]:
+    """Sends what is written to file descriptor 2 to a temporary file; shows it on errors."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no usable stderr: nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stderr.flush()  # Python's own writes to fd 2 land in the file too
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace"))
+
+
+def keras_backend() -> tuple[str, str]:
+    """`(backend, source)`: the Keras backend, found as Keras finds it, without importing it.
+
+    The source is what chose it (`KERAS_BACKEND=...`, the keras.json file, Keras'
+    default), for the error message.
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None:  # imported already: its choice is made
+        try:
+            return keras.backend.backend(), "keras.backend.backend()"
+        except AttributeError:  # a partly imported module
+            pass
+    name = os.environ.get("KERAS_BACKEND")
+    if name:
+        return name, f"KERAS_BACKEND={name}"
+    if "KERAS_HOME" in os.environ:
+        keras_dir = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        keras_dir = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    config_path = os.path.expanduser(os.path.join(keras_dir, "keras.json"))
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        config = {}
+    name = config.get("backend") if isinstance(config, dict) else None
+    if isinstance(name, str) and name:
+        return name, f"backend={name!r} in {config_path}"
+    return "tensorflow", "Keras' default"
+
+
+def check_keras_backend(command: str) -> None:
+    """Raises `UserError` unless Keras runs on TensorFlow (every command needs it)."""
+    backend, source = keras_backend()
+    if backend != "tensorflow":
+        raise UserError(
+            f"`{PROG} {command}` needs the TensorFlow backend of Keras 3; set "
+            f"KERAS_BACKEND=tensorflow. Received: {source}"
+        )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -274,7 +384,7 @@ def _run_robust_mnist(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from keras_advreg.apps import demo
+    from keras_advreg.apps.reporting import attack_settings
     from keras_advreg.attacks.base import from_arguments
 
     is_mnist = args.dataset == "mnist"
@@ -292,34 +402,98 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.plots and args.output_dir:
-        try:
-            demo.check_plotting()
-        except ImportError as e:
-            raise UserError(str(e)) from None
+    plots = _plots_wanted(args)
+    if is_mnist:
+        _check_tfds()
     model = load_model(args.model)
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
+    print(f"Attack: {attack_settings(attack)}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
-        report = demo.robustness(
-            model, x, y, attack=attack, batch_size=args.batch_size, title=title
-        )
+        report = _evaluate(model, x, y, attack, args.batch_size, title)
     except ValueError as e:
         raise UserError(str(e)) from None
     print(report)
     if args.output_dir:
-        _write_evaluation(args, report, dataset)
+        _write_evaluation(args, report, dataset, plots=plots)
     return 0
+
+
+def _plots_wanted(args: argparse.Namespace) -> bool:
+    """Whether `evaluate` draws the curve: `--plots`, or by default when matplotlib is there."""
+    if args.plots is False or not args.output_dir:
+        return False
+    try:
+        import matplotlib  # noqa: F401  (keras_advreg.plotting imports it when drawing)
+    except ImportError:
+        if args.plots:  # asked for explicitly
+            raise UserError(
+                '`--plots` needs matplotlib: pip install "keras-advreg[plot]" (or pass --no-plots)'
+            ) from None
+        print(
+            f"{PROG}: note: matplotlib is not installed, so the accuracy-vs-epsilon curve is "
+            'skipped (pip install "keras-advreg[plot]" to draw it)',
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+_TFDS_MISSING = (
+    '`--dataset mnist` needs tensorflow-datasets: pip install "keras-advreg[datasets]" '
+    "(or pass --dataset PATH.npz with arrays x and y)"
+)
+
+
+def _check_tfds() -> None:
+    """Raises `UserError` (before the model is loaded) when tensorflow-datasets is missing."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow_datasets") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise UserError(_TFDS_MISSING)
+
+
+def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: str | None):
+    """`evaluate_robustness` on arrays, with a progress bar on stderr titled `title`.
+
+    With `title=None` there is no bar. The batches are those `evaluate_robustness`
+    makes from the arrays with the same `batch_size`.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_advreg.apps.reporting import ProgressBar
+    from keras_advreg.evaluation import evaluate_robustness
+
+    if np.issubdtype(x.dtype, np.floating):
+        x = np.asarray(x, keras.config.floatx())
+    n = len(y)
+    steps = max(1, -(-n // batch_size))
+
+    def generate():
+        bar = ProgressBar(steps, title=title) if title else None
+        for i, start in enumerate(range(0, n, batch_size)):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+            if bar is not None:
+                bar.update(i + 1)
+
+    signature = (
+        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
+        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
+    )
+    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- evaluate's pieces
 def load_model(path: str):
     """`keras.models.load_model(path, safe_mode=True)`, with one-line errors."""
-    import keras
-
-    import keras_advreg  # noqa: F401  (registers AdversarialRegularization for loading)
-
     if not os.path.exists(path):
         raise UserError(f"model file not found: {path}")
     if os.path.isdir(path):
@@ -327,11 +501,37 @@ def load_model(path: str):
             f"{path} is a folder; expected a .keras model file (a SavedModel folder cannot "
             "be loaded by keras.models.load_model in Keras 3)"
         )
+    _check_keras_archive(path)
+    import keras
+
+    # Registers keras_advreg's serializable classes (AdversarialRegularization, its
+    # schedules, the attacks) for loading: the command imports the package lazily.
+    import keras_advreg.attacks  # noqa: F401
+    import keras_advreg.training  # noqa: F401
+
     try:
         return keras.models.load_model(path, safe_mode=True)
     except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
         kind = "corrupt or not a Keras model file" if _is_bad_zip(e, path) else "could not load"
         raise UserError(f"{kind}: {path}: {e}") from None
+
+
+def _check_keras_archive(path: str) -> None:
+    """Raises `UserError` when a `.keras` file is not a zip archive (what Keras 3 saves)."""
+    if not str(path).lower().endswith(".keras") or zipfile.is_zipfile(path):
+        return
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        damaged = f.read(4) == b"PK\x03\x04"  # a zip's first bytes, without its end
+    if damaged:
+        raise UserError(
+            f"`model` is a damaged Keras model file (a truncated or corrupt zip archive): "
+            f"{path}. Received: a {size}-byte file without a zip archive's central directory"
+        )
+    raise UserError(
+        f"`model` is not a Keras model file (.keras is a zip archive): {path}. "
+        f"Received: a {size}-byte file that is not a zip archive"
+    )
 
 
 def _is_bad_zip(error: Exception, path: str) -> bool:
@@ -352,7 +552,11 @@ def load_dataset(args: argparse.Namespace):
             x, y = load_mnist_test(
                 take=args.max_examples, data_dir=args.data_dir, manual_dir=args.manual_dir
             )
-        except (ValueError, ImportError, OSError) as e:
+        except ImportError as e:
+            if "tensorflow-datasets" in str(e) or "tensorflow_datasets" in str(e):
+                raise UserError(_TFDS_MISSING) from None
+            raise UserError(str(e)) from None
+        except (ValueError, OSError) as e:
             raise UserError(str(e)) from None
         return x, y, "mnist"
     if not dataset.endswith(".npz"):
@@ -427,7 +631,9 @@ def _input_shape(model: Any) -> tuple | None:
     return tuple(inputs[0].shape[1:])
 
 
-def _write_evaluation(args: argparse.Namespace, report: Any, dataset: str) -> None:
+def _write_evaluation(
+    args: argparse.Namespace, report: Any, dataset: str, *, plots: bool = True
+) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     results = {
         "model": os.path.abspath(args.model),
@@ -436,7 +642,7 @@ def _write_evaluation(args: argparse.Namespace, report: Any, dataset: str) -> No
     }
     path = os.path.join(args.output_dir, EVALUATE_RESULTS_FILE)
     written = [path]
-    if args.plots:
+    if plots:
         from keras_advreg import plotting
 
         curve = os.path.join(args.output_dir, EVALUATE_CURVE_FILE)

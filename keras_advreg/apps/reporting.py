@@ -1,20 +1,27 @@
-"""What the applications print and write: markdown tables, JSON values, versions."""
+"""What the applications print and write: markdown tables, JSON values, versions, progress.
+
+No TensorFlow at import time: the `keras-advreg` command imports it only to run a command.
+"""
 
 from __future__ import annotations
 
+import math
 import platform
-from collections.abc import Sequence
-from typing import Any
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_advreg.version import __version__
 
 
 def versions() -> dict[str, str]:
     """Versions of Python, TensorFlow, Keras, NSL and keras_advreg."""
+    import keras
+    import tensorflow as tf
+
     from keras_advreg.backend.nsl import nsl
 
     return {
@@ -43,3 +50,121 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+# --------------------------------------------------------------------------- attack settings
+def _format_bound(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)  # per-feature bounds (a dict)
+
+
+def clip_range(clip_value_min: Any, clip_value_max: Any) -> str:
+    """`"clipped to [0, 1]"`, or `"no clipping"` when neither bound is set."""
+    if clip_value_min is None and clip_value_max is None:
+        return "no clipping"
+    low = _format_bound(clip_value_min, "-inf")
+    high = _format_bound(clip_value_max, "inf")
+    return f"clipped to [{low}, {high}]"
+
+
+def attack_settings(attack: Any) -> str:
+    """One line with an attack's settings: name and budget, norm, epsilons, steps, clipping.
+
+    `attack` is a `keras_advreg.attacks.Attack`; only its attributes are read, e.g.
+    `"PGD-10, norm infinity, epsilons 0.1, 0.3, 10 steps of size 2.5 * epsilon / 10,
+    random start, no clipping"`.
+    """
+    parts = [
+        attack.describe(),
+        f"norm {attack.norm}",
+        "epsilons " + ", ".join(f"{e:g}" for e in attack.epsilons),
+    ]
+    steps = getattr(attack, "steps", None)
+    if steps is not None:
+        size = getattr(attack, "step_size", None)
+        if getattr(attack, "name", "") == "pgd":
+            shown = f"{size:g}" if size is not None else f"2.5 * epsilon / {steps}"
+            parts.append(f"{steps} steps of size {shown}")
+            if getattr(attack, "random_start", False):
+                parts.append("random start")
+        else:
+            parts.append(f"{steps} steps")
+    parts.append(clip_range(attack.clip_value_min, attack.clip_value_max))
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- progress
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class ProgressBar:
+    """A progress bar on stderr: redrawn in place on a terminal, plain lines otherwise.
+
+    On a terminal the bar is one line rewritten with a carriage return. When
+    the stream is not a terminal (a log file, a pipe, a test's capture) it
+    writes a plain line (no carriage returns, no ANSI escapes) at every tenth
+    of the work and at the end, so logs stay short and readable.
+
+    Args:
+        total: int. Number of steps (at least 1).
+        unit: str. Name of the steps, plural. Defaults to `"batches"`.
+        title: str or None. A line written before the first update.
+            Defaults to `None`.
+        stream: text stream or None. Defaults to `None` (`sys.stderr` as it
+            is when the bar is created).
+        width: int. Width of the bar on a terminal. Defaults to `30`.
+        clock: callable returning seconds. Defaults to `time.monotonic`.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        unit: str = "batches",
+        title: str | None = None,
+        stream: TextIO | None = None,
+        width: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.total = max(1, int(total))
+        self.unit = unit
+        self.title = title
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.clock = clock
+        self.dynamic = _is_terminal(self.stream)
+        self._start: float | None = None
+        self._tenths_shown = -1
+
+    def update(self, done: int) -> None:
+        """Shows that `done` of `total` steps are finished."""
+        now = self.clock()
+        if self._start is None:
+            self._start = now
+            if self.title:
+                self._write(self.title + "\n")
+        done = min(max(int(done), 0), self.total)
+        elapsed = now - self._start
+        counts = f"{done}/{self.total} {self.unit}"
+        if self.dynamic:
+            filled = self.width * done // self.total
+            bar = "=" * filled + (">" if filled < self.width else "")
+            line = f"\r[{bar:<{self.width}}] {counts} {elapsed:.0f}s"
+            if 0 < done < self.total:
+                line += f", eta {elapsed * (self.total - done) / done:.0f}s"
+            self._write(line + ("\n" if done == self.total else " " * 4))
+            return
+        tenths = math.floor(10 * done / self.total)
+        if tenths > self._tenths_shown:
+            self._tenths_shown = tenths
+            self._write(f"  {counts} ({100 * done // self.total}%), {elapsed:.0f}s\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()

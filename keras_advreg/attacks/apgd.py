@@ -136,6 +136,8 @@ class APGDTargeted(Attack):
             `seed` (see `Attack`).
     """
 
+    runtime_field = "target_rank"
+
     def __init__(
         self,
         epsilon: Any = 0.1,
@@ -176,12 +178,14 @@ class APGDTargeted(Attack):
             targets = min(targets, max(problem.head.num_classes - 1, 1))
         return [self.replace(target_rank=r) for r in range(1, targets + 1)]
 
-    def perturb(self, problem, state, eps, seed):
+    def perturb(self, problem, state, eps, seed, variant=None):
+        # The target's rank arrives at run time (`variant`), so the 9 stages share one trace.
+        rank = (self.target_rank or 1) if variant is None else tf.maximum(variant, 1)
         scores = tf.cast(state.scores, tf.float32)
         is_label = tf.one_hot(state.ids, tf.shape(scores)[-1], on_value=True, off_value=False)
         others = tf.where(is_label, tf.fill(tf.shape(scores), float("-inf")), scores)
         order = tf.argsort(others, axis=-1, direction="DESCENDING", stable=True)
-        targets = tf.cast(order[:, (self.target_rank or 1) - 1], tf.int32)
+        targets = tf.cast(tf.gather(order, rank - 1, axis=1), tf.int32)
         return run_apgd(self, problem, state, eps, seed, apgd_core.targeted_dlr, targets)
 
 

@@ -109,6 +109,9 @@ class Attack:
     #: Whether the attack needs input gradients (False: gradient-free, forward passes only).
     uses_gradients: ClassVar[bool] = True
     norms: ClassVar[tuple[str, ...]] = ("infinity", "l2")
+    #: An int field whose value is passed to the compiled attack at run time (as `perturb`'s
+    #: `variant`), so that the stages differing only in it share one trace; or None.
+    runtime_field: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -177,6 +180,16 @@ class Attack:
         config = {k: v for k, v in self.get_config().items() if k not in ("epsilon", "seed")}
         return f"{type(self).__name__}:{json.dumps(config, sort_keys=True, default=repr)}"
 
+    def compiled_key(self) -> str:
+        """`key()` without the `runtime_field` (one compiled function for all its values)."""
+        if self.runtime_field is None:
+            return self.key()
+        return self.replace(**{self.runtime_field: None}).key()
+
+    def runtime_value(self) -> int:
+        """The value of the `runtime_field` passed to the compiled attack (0 when none)."""
+        return int(getattr(self, self.runtime_field) or 0) if self.runtime_field else 0
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
@@ -222,6 +235,9 @@ class Attack:
                 (`v0`, `ids`, the clean scores and input gradient).
             eps: float32 scalar tensor. The radius.
             seed: int32 tensor of shape `[2]`. Seed of the random draws.
+
+        An attack with a `runtime_field` also takes `variant`, an int32 scalar
+        tensor holding that field's value.
 
         Returns:
             `(v_adv, broken)`: points of shape `(batch, D)` inside the ball and

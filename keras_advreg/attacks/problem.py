@@ -158,17 +158,24 @@ class CompiledAttack:
 
     def __init__(self, attack: Any, problem: AttackProblem, x_spec, y_spec, k: int):
         self.attack, self.problem = attack, problem
-        signature = [x_spec, y_spec, tf.TensorSpec([k], tf.float32), tf.TensorSpec([2], tf.int32)]
+        signature = [
+            x_spec,
+            y_spec,
+            tf.TensorSpec([k], tf.float32),
+            tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
         self.k = k
         self.run = tf.function(self._run, input_signature=signature)
 
-    def _run(self, x, y, eps, seed):
+    def _run(self, x, y, eps, seed, variant):
         problem = self.problem
         state = problem.start(x, y)
         flat = tf.reshape(tf.abs(state.grad), [tf.shape(state.grad)[0], -1])
         adversarial, predictions = [], []
         for i in range(self.k):
-            v_adv, _ = self.attack.perturb(problem, state, eps[i], seed + [0, 104729 * i])
+            extra = {"variant": variant} if self.attack.runtime_field else {}
+            v_adv, _ = self.attack.perturb(problem, state, eps[i], seed + [0, 104729 * i], **extra)
             adversarial.append(v_adv)
             predictions.append(problem.classes(problem.scores(x, v_adv)))
         return {
@@ -232,7 +239,7 @@ def get_compiled(model: Any, attack: Any, problem: AttackProblem, x: Any, y: Any
     """The compiled `attack` for `problem` and `k` radii per call, cached on the model."""
     cache = ProblemCache.of(model).items
     x_spec, y_spec = tensor_spec(x), tensor_spec(y)
-    key = ("compiled", attack.key(), id(problem), repr(x_spec), repr(y_spec), k)
+    key = ("compiled", attack.compiled_key(), id(problem), repr(x_spec), repr(y_spec), k)
     if key not in cache:
         cache[key] = CompiledAttack(attack, problem, x_spec, y_spec, k)
     return cache[key]

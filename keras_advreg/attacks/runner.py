@@ -67,7 +67,13 @@ def attack_batch(
     stages = attack.stages(problem)
     k = len(epsilons)
     first = get_compiled(model, stages[0], problem, x, y, k)
-    out = first.run(x, y, tf.constant(epsilons, tf.float32), seed_for(seed, batch_index, 0, 0, 0))
+    out = first.run(
+        x,
+        y,
+        tf.constant(epsilons, tf.float32),
+        seed_for(seed, batch_index, 0, 0, 0),
+        tf.constant(stages[0].runtime_value(), tf.int32),
+    )
     result = BatchResult(
         ids=out["ids"].numpy(),
         clean_predictions=out["clean_predictions"].numpy(),
@@ -89,7 +95,8 @@ def attack_batch(
                 xs, ys = tf.nest.map_structure(lambda a, ix=index: tf.gather(a, ix), (x, y))
                 compiled = get_compiled(model, stage, problem, xs, ys, 1)
                 seed_i = seed_for(seed, batch_index, s, restart, i)
-                o = compiled.run(xs, ys, tf.constant([eps], tf.float32), seed_i)
+                variant = tf.constant(stage.runtime_value(), tf.int32)
+                o = compiled.run(xs, ys, tf.constant([eps], tf.float32), seed_i, variant)
                 predictions = o["adversarial_predictions"].numpy()[0]
                 newly = predictions != result.ids[index]
                 hit = index[newly]
