@@ -61,6 +61,12 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
     script: `compile`, `fit`, `evaluate`, `predict`, callbacks and `save` work as
     before. Prediction routes to the base model (labels are not needed).
 
+    `save("model.keras")` writes the whole wrapper; `keras.models.load_model` reads
+    it back only in a process that has run `import keras_advreg` (Keras finds
+    registered classes once their module is imported; otherwise it reports "Could
+    not locate class 'AdversarialRegularization'"). `save_base_model` writes a
+    plain Keras model that loads without keras_advreg.
+
     Args:
         base_model: keras.Model. The model to regularise (Sequential,
             functional or subclassed). Its variables are shared, so training
