@@ -7,6 +7,8 @@ fails there when the data is missing, it never skips).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -28,16 +30,31 @@ def demo_run(mnist_manual_dir, tfds_data_dir, tmp_path_factory):
         f"--data-dir={tfds_data_dir}",
         f"--output-dir={out}",
         "--strong-subset=200",
-        "--quiet",
     ]
-    status = cli.main(argv)
+    stdout, stderr = io.StringIO(), io.StringIO()  # neither is a terminal
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = cli.main(argv)
     assert status == 0
-    return out, json.loads((out / demo.RESULTS_FILE).read_text())
+    return (
+        out,
+        json.loads((out / demo.RESULTS_FILE).read_text()),
+        stdout.getvalue(),
+        stderr.getvalue(),
+    )
+
+
+@pytest.mark.slow
+def test_demo_progress_goes_to_stderr_plain_and_the_table_to_stdout(demo_run):
+    _, _, stdout, stderr = demo_run
+    assert "Epoch 1/1" in stderr and "Epoch" not in stdout  # Keras' progress
+    assert "\x1b[" not in stderr and "\x1b[" not in stdout  # no terminal: no ANSI codes
+    assert "| adv-regularized" in stdout and "| adv-regularized" not in stderr
+    assert "Wrote " in stdout
 
 
 @pytest.mark.slow
 def test_demo_adversarial_regularization_is_more_robust(demo_run):
-    out, results = demo_run
+    out, results, _, _ = demo_run
     base, adv = results["models"]["base"], results["models"]["adv-regularized"]
     assert results["data"] == {"train_examples": TRAIN, "test_examples": TEST}
     # One epoch on 5000 examples: both learn (the full run reaches about 0.99).
@@ -67,7 +84,7 @@ def test_demo_adversarial_regularization_is_more_robust(demo_run):
 def test_evaluate_on_the_saved_model_repeats_the_demos_whitebox_accuracy(
     demo_run, mnist_manual_dir, tfds_data_dir, tmp_path, capsys, name
 ):
-    out, results = demo_run
+    out, results, _, _ = demo_run
     status = cli.main(
         [
             "evaluate",

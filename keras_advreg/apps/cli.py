@@ -350,35 +350,40 @@ def _run_demo(args: argparse.Namespace) -> int:
         plots=args.plots,
         verbose=0 if args.quiet else 1,
     )
-    try:  # user errors show up here, before any training
-        if config.plots:
-            demo.check_plotting()
-        data = demo.load_demo_data(config)
-    except (ValueError, ImportError, OSError) as e:
-        raise UserError(str(e)) from None
-    results = demo.run_demo(config, data=data)
-    if args.quiet:  # the table is the demo's result: always print it
-        print(demo.format_table(results))
+    # Progress and chatter (Keras' progress bars print to sys.stdout) go to stderr, plain
+    # when it is not a terminal; the results table goes to stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:  # user errors show up here, before any training
+            if config.plots:
+                demo.check_plotting()
+            data = demo.load_demo_data(config)
+        except (ValueError, ImportError, OSError) as e:
+            raise UserError(str(e)) from None
+        results = demo.run_demo(config, data=data, print_table=False)
+    print(demo.format_table(results))
+    if results["files"]:
+        print(f"\nWrote {', '.join(results['files'].values())}")
     return 0
 
 
 def _run_robust_mnist(args: argparse.Namespace) -> int:
     from keras_advreg.apps import robust_mnist
 
-    try:
-        results = robust_mnist.run(
-            args.epsilon,
-            args.output_dir,
-            data_dir=args.data_dir,
-            manual_dir=args.manual_dir,
-            train_subset=args.train_subset,
-            test_subset=args.test_subset,
-            epochs=args.epochs,
-            seed=args.seed,
-            verbose=0 if args.quiet else 1,
-        )
-    except (ValueError, OSError) as e:
-        raise UserError(str(e)) from None
+    with contextlib.redirect_stdout(sys.stderr):  # progress to stderr, as in _run_demo
+        try:
+            results = robust_mnist.run(
+                args.epsilon,
+                args.output_dir,
+                data_dir=args.data_dir,
+                manual_dir=args.manual_dir,
+                train_subset=args.train_subset,
+                test_subset=args.test_subset,
+                epochs=args.epochs,
+                seed=args.seed,
+                verbose=0 if args.quiet else 1,
+            )
+        except (ValueError, OSError) as e:
+            raise UserError(str(e)) from None
     print(robust_mnist.format_table(results))
     return 0
 

@@ -152,7 +152,11 @@ def check_plotting() -> None:
 
 
 def run_demo(
-    config: DemoConfig | None = None, data: DemoData | None = None, **overrides: Any
+    config: DemoConfig | None = None,
+    data: DemoData | None = None,
+    *,
+    print_table: bool = True,
+    **overrides: Any,
 ) -> dict:
     """Runs the tutorial end to end and returns the results (also written to `output_dir`).
 
@@ -160,6 +164,8 @@ def run_demo(
         config: DemoConfig. Defaults to `DemoConfig()`.
         data: DemoData. Data loaded beforehand with `load_demo_data(config)`.
             Defaults to `None` (loaded here).
+        print_table: bool. With `config.verbose`, print the results table and
+            the files written at the end. Defaults to `True`.
         **overrides: Fields of `DemoConfig` to change.
 
     Returns:
@@ -274,7 +280,7 @@ def run_demo(
     }
     if config.output_dir is not None:
         results["files"] = write_outputs(results, models, sample, reports, config)
-    if verbose:
+    if verbose and print_table:
         print("\n" + format_table(results))
         if results["files"]:
             print(f"\nWrote {', '.join(results['files'].values())}")
