@@ -250,6 +250,14 @@ def test_labels_out_of_range_are_a_user_error(capsys, tmp_path):
     assert_user_error(status, err, "Labels must be class ids")
 
 
+def test_non_finite_features_are_a_user_error(capsys, tmp_path):
+    path = save(linear_model("functional"), tmp_path)
+    npz = tmp_path / "nan.npz"
+    np.savez(npz, x=np.array([[0.3], [np.nan], [-0.4]], "float32"), y=Y_LINEAR)
+    status, _, err = run(capsys, "evaluate", path, "--dataset", npz, "--no-plots")
+    assert_user_error(status, err, "non-finite value (nan)", "example 1")
+
+
 @pytest.mark.parametrize(
     "options, fragment",
     [

@@ -16,6 +16,7 @@ from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import AttackProblem, check_labels
 from keras_advreg.attacks.runner import BatchResult, attack_batch, prepare
 from keras_advreg.data.batching import batches, model_inputs
+from keras_advreg.data.validation import check_finite as check_finite_values
 from keras_advreg.evaluation.checks import (
     WEAK_STRENGTHS,
     cascade_warnings,
@@ -47,6 +48,7 @@ def evaluate_robustness(
     sample_weight_key: str | None = None,
     max_examples: int | None = None,
     warn: bool = True,
+    check_finite: bool = True,
 ) -> RobustnessReport:
     """Measures a classifier's accuracy under a white-box attack, per epsilon.
 
@@ -101,6 +103,9 @@ def evaluate_robustness(
         warn: bool. Issue sanity-check findings with `warnings.warn` too (and
             compare a single- or fixed-step attack with APGD-CE on a sample).
             Defaults to `True`.
+        check_finite: bool. Raise, naming the batch, feature and example,
+            when a feature or label is NaN or Inf (before that batch is
+            attacked). Defaults to `True`.
 
     Returns:
         A `RobustnessReport`.
@@ -139,11 +144,17 @@ def evaluate_robustness(
     first = next(stream, None)
     if first is None:
         raise ValueError("`data` is empty: there is nothing to evaluate.")
+    if check_finite:  # before anything runs the model
+        check_finite_values(*first, where="batch 0 of `data`")
     problem, seed = prepare(model, attack, *first, loss)
     totals = _Totals(problem.num_classes, attack.epsilons)
     first_result = None
+    seen = 0
     for index, (x, y) in enumerate(itertools.chain([first], stream)):
+        if check_finite and index:
+            check_finite_values(x, y, where=f"batch {index} of `data`", offset=seen)
         check_labels(y, problem)
+        seen += len(y)
         result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, index)
         totals.add(result)
         first_result = first_result or result

@@ -27,6 +27,7 @@ from keras_advreg.backend.keras_internals import (
 from keras_advreg.backend.nsl import adversarial_neighbor
 from keras_advreg.backend.nsl_private import random_start_neighbor
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
+from keras_advreg.data.validation import check_fit_data
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.free import FreeTrainingMixin
 from keras_advreg.training.losses import classification_from_logits, probabilities, trades_kl
@@ -80,6 +81,9 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
         base_with_labels_in_features: bool. Call a subclassed base model with
             the full dict, labels included (NSL's option of the same name).
             Defaults to `False`.
+        check_finite: bool. `fit` first checks that features and labels hold
+            no NaN or Inf (all of array data; the first batch of a dataset) and
+            raises naming the example. Defaults to `True`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -106,6 +110,7 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
         sample_weight_key: str | None = None,
         adv_config: AdvConfig | Any = None,
         base_with_labels_in_features: bool = False,
+        check_finite: bool = True,
         **kwargs: Any,
     ):
         kwargs.setdefault("name", "adversarial_regularization")
@@ -129,6 +134,7 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
         self.sample_weight_key = sample_weight_key
         self.adv_config = AdvConfig.coerce(adv_config)
         self.base_with_labels_in_features = bool(base_with_labels_in_features)
+        self.check_finite = bool(check_finite)
         outputs = num_outputs(base_model)
         if outputs is not None and len(self.label_keys) > outputs:
             raise ValueError(
@@ -186,6 +192,12 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
             else None
         )
 
+    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
+        """`keras.Model.fit`, after a check that the data holds no NaN or Inf (`check_finite`)."""
+        if self.check_finite:
+            check_fit_data(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
     def compile_from_config(self, config: dict) -> None:
         """Recompiles from `get_compile_config()` when a `.keras` file is loaded."""
         config = keras.saving.deserialize_keras_object(config)
@@ -206,6 +218,7 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
             "sample_weight_key": self.sample_weight_key,
             "adv_config": self.adv_config.get_config(),
             "base_with_labels_in_features": self.base_with_labels_in_features,
+            "check_finite": self.check_finite,
         }
 
     @classmethod

@@ -1,0 +1,77 @@
+"""Finite-value checks of the data, before training or attacking spends time on it.
+
+A NaN or Inf in the features makes every gradient NaN: an attack then "breaks" nothing
+(or everything) and training diverges, usually many minutes in and with no pointer to
+the example. These checks name the batch, the feature and the example instead. Every
+entry point that runs them takes `check_finite=False` to leave the data to Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+OPT_OUT = "pass check_finite=False to hand such data to the model anyway"
+
+
+def _named_arrays(value: Any, name: str) -> list[tuple[str, np.ndarray]]:
+    """`(name, array)` for each floating-point array of a nest (non-float ones are skipped)."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _named_arrays(v, f"{name}[{k!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _named_arrays(v, f"{name}[{i}]")]
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        value = value.numpy()
+    array = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if array.dtype.kind not in "fc":
+        return []
+    return [(name, array)]
+
+
+def check_finite(
+    features: Any, labels: Any = None, *, where: str = "`data`", offset: int = 0
+) -> None:
+    """Raises `ValueError` naming the first non-finite feature or label value.
+
+    Args:
+        features: An array, a tensor, or a nest (dict/list) of them; batch-major.
+        labels: The same for the labels (integer labels are always finite).
+        where: How to name the data in the message (e.g. "batch 3 of `data`").
+        offset: Index of the batch's first example in the data (for the message).
+    """
+    for name, array in _named_arrays(features, "features") + _named_arrays(labels, "labels"):
+        finite = np.isfinite(array)
+        if finite.all():
+            continue
+        bad = np.argwhere(~finite)[0]
+        value = array[tuple(bad)]
+        example = int(bad[0]) + offset if array.ndim else offset
+        raise ValueError(
+            f"{where} holds a non-finite value ({value}) in {name}, example {example} (array "
+            f"index {tuple(int(i) for i in bad)}): gradients and attacks on it are "
+            f"meaningless. Clean the data, or {OPT_OUT}."
+        )
+
+
+def check_fit_data(x: Any, y: Any = None, *, name: str = "`x`") -> None:
+    """`check_finite` on what `fit` receives: all of it for arrays, the first batch of a
+    `tf.data.Dataset` (an empty one is an error), nothing for generators or `PyDataset`s."""
+    if isinstance(x, tf.data.Dataset):
+        element = next(iter(x.take(1)), None)
+        if element is None:
+            raise ValueError(f"{name} is an empty dataset: there is nothing to train on.")
+        features, labels = element, None
+        if isinstance(element, (tuple, list)) and len(element) in (2, 3):
+            features, labels = element[0], element[1]
+        check_finite(features, labels, where=f"the first batch of the dataset {name}")
+        return
+    if isinstance(x, (np.ndarray, tf.Tensor, Mapping, list, tuple)):
+        check_finite(x, y, where=name)
+
+
+__all__ = ["check_finite", "check_fit_data"]
