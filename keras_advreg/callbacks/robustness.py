@@ -46,6 +46,14 @@ class AdversarialRobustnessCallback(AttackCallback):
     missing keys, and CSVLogger fixes its columns at the first epoch); those
     values are then one or more epochs old.
 
+    A `fit` that starts past epoch 0 (restored by
+    `keras.callbacks.BackupAndRestore`, or given `initial_epoch`) first
+    measures the weights it starts from, as the end of the epoch before,
+    when its first epoch is not due or `stop_on_collapse` is set: the values
+    logged until the next due epoch, and the best robust accuracy a collapse
+    is measured from, are then those of the restored weights (the best value
+    from before an interruption is not kept: it is that of the backup).
+
     Place it FIRST in `callbacks=[...]`: Keras calls callbacks in list order
     with one shared `logs` dict, so EarlyStopping, ModelCheckpoint, CSVLogger,
     TensorBoard and keras-tuner only see the keys of callbacks before them.
@@ -201,6 +209,7 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.best_epoch: int | None = None
         self.collapsed_epoch: int | None = None
         self._best_weights: list | None = None
+        self._started = False
 
     @property
     def log_keys(self) -> list[str]:
@@ -250,24 +259,37 @@ class AdversarialRobustnessCallback(AttackCallback):
         if self._images is not None:
             self._images.on_train_begin(logs)
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._started:
+            return
+        self._started = True
+        # Resumed (BackupAndRestore restores the weights in its on_train_begin) or
+        # continued: measure the weights as the end of the epoch before, which an
+        # uninterrupted run measured (or carried) and collapse is measured from.
+        if epoch > 0 and (self.stop_on_collapse is not None or not self.is_due(epoch)):
+            self._record(epoch - 1)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
         if self.is_due(epoch) or self._last_values is None:
-            report = self._evaluate(self.max_examples)
-            self.last_report = report
-            self.reports[epoch] = report
-            keys = self.log_keys
-            values = [report.robust_accuracy, *report.accuracy.values(), report.clean_accuracy]
-            self._last_values = dict(zip(keys, values, strict=True))
-            self._warn(report)
-            self._check_collapse(epoch, report.robust_accuracy)
-            if self.verbose:
-                shown = ", ".join(f"{k}={v:.4f}" for k, v in self._last_values.items())
-                print(f"\nEpoch {epoch + 1} ({report.description}): {shown}")
+            self._record(epoch)
         logs.update(self._last_values)
         if self._images is not None:
             self._images.on_epoch_end(epoch, logs)
+
+    def _record(self, epoch: int) -> None:
+        report = self._evaluate(self.max_examples)
+        self.last_report = report
+        self.reports[epoch] = report
+        keys = self.log_keys
+        values = [report.robust_accuracy, *report.accuracy.values(), report.clean_accuracy]
+        self._last_values = dict(zip(keys, values, strict=True))
+        self._warn(report)
+        self._check_collapse(epoch, report.robust_accuracy)
+        if self.verbose:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in self._last_values.items())
+            print(f"\nEpoch {epoch + 1} ({report.description}): {shown}")
 
     def _check_collapse(self, epoch: int, accuracy: float) -> None:
         if self.stop_on_collapse is None:

@@ -42,6 +42,13 @@ from keras_advreg.training.routing import (
 from keras_advreg.utils import require_tensorflow_backend
 
 
+def _multi_worker(strategy: Any) -> bool:
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` spanning more than one worker."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+
+
 @keras.saving.register_keras_serializable(package="keras_advreg")
 class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Model):
     """Wraps a Keras model so that adversarial neighbours join its training loss.
@@ -450,7 +457,7 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
     def train_step(self, data):
         features, labels, sample_weight, extras = self._unpack(data)
         if self.adv_config.free_replays is not None:
-            return self._free_train_step(features, labels, sample_weight, extras)
+            return self._step_logs(self._free_train_step(features, labels, sample_weight, extras))
         with tf.GradientTape() as tape:
             y_pred, loss, scaled_adv_loss = self._forward_fn()(
                 features, labels, sample_weight, extras, training=True, outer_tape=tape
@@ -460,7 +467,8 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
         trainable = self.trainable_weights
         gradients = tape.gradient(scaled_total, trainable)
         self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
+        logs = self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
+        return self._step_logs(logs)
 
     def test_step(self, data):
         features, labels, sample_weight, extras = self._unpack(data)
@@ -468,7 +476,35 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
             features, labels, sample_weight, extras, training=False
         )
         total = loss + scaled_adv_loss
-        return self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
+        logs = self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
+        return self._step_logs(logs)
+
+    # Two Keras 3 (3.10-3.15) steps fail for every model under a MultiWorkerMirroredStrategy
+    # of several workers; this model works around both (single-worker strategies unchanged).
+    def _step_logs(self, logs):
+        """Keras reduces a step's logs across workers with `strategy.reduce("MEAN", v,
+        axis=0)`, which fails on scalars; given `v[None]` it returns the replicas' mean."""
+        if not _multi_worker(self.distribute_strategy):
+            return logs
+        return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras takes the shapes to build from `strategy.reduce("MEAN", first_batch)`, which
+        TensorFlow cannot do across workers for a tuple; this worker's own batch has them."""
+        strategy = self.distribute_strategy
+        if iterator is not None and _multi_worker(strategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    next(it),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _require_loss(self, what: str) -> None:
         if self._adv_compile_loss is None:
