@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import tensorflow as tf
+
 # Keras >= 3.8: the compiled-loss container of `Model.compile`, and the division of a
 # loss by the number of replicas (Keras' own train steps use both).
 from keras.src.losses.loss import unscale_loss_for_distribution  # noqa: F401
@@ -51,3 +53,45 @@ def built_input_shapes(model: Any) -> Any:
 def is_keras2_model(obj: Any) -> bool:
     """Whether `obj` is a Keras 2 (tf_keras) model: its classes live in `keras.src.engine`."""
     return "tf_keras" in type(obj).__module__ or "keras.src.engine" in str(type(obj).__mro__)
+
+
+def multi_worker(strategy: Any) -> bool:
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` spanning more than one worker."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+
+
+class MultiWorkerStepsMixin:
+    """Works around Keras 3's `fit`/`evaluate` under a multi-worker strategy.
+
+    A model class mixing this in returns its step logs through `_step_logs`. It overrides
+    Keras' private `Trainer._maybe_symbolic_build` (Keras 3.10-3.15).
+    """
+
+    # Two Keras 3 (3.10-3.15) steps fail for every model under a MultiWorkerMirroredStrategy
+    # of several workers; this model works around both (single-worker strategies unchanged).
+    def _step_logs(self, logs):
+        """Keras reduces a step's logs across workers with `strategy.reduce("MEAN", v,
+        axis=0)`, which fails on scalars; given `v[None]` it returns the replicas' mean."""
+        if not multi_worker(self.distribute_strategy):
+            return logs
+        return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras takes the shapes to build from `strategy.reduce("MEAN", first_batch)`, which
+        TensorFlow cannot do across workers for a tuple; this worker's own batch has them."""
+        strategy = self.distribute_strategy
+        if iterator is not None and multi_worker(strategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    next(it),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_advreg.attacks.norms import random_in_norm_ball
 from keras_advreg.backend.keras_internals import (
     CompileLoss,
+    MultiWorkerStepsMixin,
     is_keras2_model,
     loss_tracker,
     unscale_loss_for_distribution,
@@ -42,15 +43,10 @@ from keras_advreg.training.routing import (
 from keras_advreg.utils import require_tensorflow_backend
 
 
-def _multi_worker(strategy: Any) -> bool:
-    """Whether `strategy` is a `MultiWorkerMirroredStrategy` spanning more than one worker."""
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
-
-
 @keras.saving.register_keras_serializable(package="keras_advreg")
-class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Model):
+class AdversarialRegularization(
+    FreeTrainingMixin, PerturbOnBatchMixin, MultiWorkerStepsMixin, keras.Model
+):
     """Wraps a Keras model so that adversarial neighbours join its training loss.
 
     The training objective is NSL's:
@@ -478,33 +474,6 @@ class AdversarialRegularization(FreeTrainingMixin, PerturbOnBatchMixin, keras.Mo
         total = loss + scaled_adv_loss
         logs = self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
         return self._step_logs(logs)
-
-    # Two Keras 3 (3.10-3.15) steps fail for every model under a MultiWorkerMirroredStrategy
-    # of several workers; this model works around both (single-worker strategies unchanged).
-    def _step_logs(self, logs):
-        """Keras reduces a step's logs across workers with `strategy.reduce("MEAN", v,
-        axis=0)`, which fails on scalars; given `v[None]` it returns the replicas' mean."""
-        if not _multi_worker(self.distribute_strategy):
-            return logs
-        return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Keras takes the shapes to build from `strategy.reduce("MEAN", first_batch)`, which
-        TensorFlow cannot do across workers for a tuple; this worker's own batch has them."""
-        strategy = self.distribute_strategy
-        if iterator is not None and _multi_worker(strategy):
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: (
-                        strategy.experimental_local_results(v)[0]
-                        if isinstance(v, tf.distribute.DistributedValues)
-                        else v
-                    ),
-                    next(it),
-                )
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _require_loss(self, what: str) -> None:
         if self._adv_compile_loss is None:
