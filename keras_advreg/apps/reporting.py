@@ -168,3 +168,12 @@ class ProgressBar:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def fit_verbosity(verbose: int) -> int:
+    """Keras' `fit(verbose=...)` for an application's `verbose`: the redrawn bar (1) on a
+    terminal, one plain line per epoch (2, no ANSI codes) when stdout is a file or a pipe."""
+    if not verbose:
+        return 0
+    isatty = getattr(sys.stdout, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
-from keras_advreg.apps.reporting import markdown_table, versions
+from keras_advreg.apps.reporting import fit_verbosity, markdown_table, versions
 from keras_advreg.attacks import FGSM, PGD, AutoAttack
 from keras_advreg.evaluation import evaluate_robustness
 from keras_advreg.training import AdvConfig, AdversarialRegularization, EpsilonSchedule
@@ -119,7 +119,7 @@ def train(recipe: Recipe, train_data: Any, steps_per_epoch: int, verbose: int = 
         TriangularLearningRate(recipe.peak_learning_rate, recipe.epochs * steps_per_epoch),
     ]
     wall, cpu = time.perf_counter(), time.process_time()
-    model.fit(train_data, epochs=recipe.epochs, callbacks=callbacks, verbose=verbose)
+    model.fit(train_data, epochs=recipe.epochs, callbacks=callbacks, verbose=fit_verbosity(verbose))
     return base, time.perf_counter() - wall, time.process_time() - cpu
 
 

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_advreg.apps.reporting import ProgressBar, fit_verbosity
 from keras_advreg.attacks import generate_adversarial_examples
 from keras_advreg.evaluation import RobustnessReport, evaluate_robustness
 from keras_advreg.training import AdvConfig, AdversarialRegularization
@@ -107,7 +108,9 @@ def train_models(
             print(f"\nTraining the {name} model ({epochs} epoch(s))")
         start = time.perf_counter()
         # The dataset is shuffled already (tf.data); `shuffle=False` only silences a warning.
-        history = model.fit(make_train_data(), epochs=epochs, verbose=verbose, shuffle=False)
+        history = model.fit(
+            make_train_data(), epochs=epochs, verbose=fit_verbosity(verbose), shuffle=False
+        )
         seconds = time.perf_counter() - start
         last = {k: float(v[-1]) for k, v in history.history.items()}
         models[name] = model
@@ -130,9 +133,7 @@ def batches_with_progress(
     steps = max(1, -(-n // batch_size))
 
     def generate():
-        bar = keras.utils.Progbar(steps, unit_name="batch") if title else None
-        if title:
-            print(title)
+        bar = ProgressBar(steps, title=title.strip()) if title else None  # on stderr
         for i, start in enumerate(range(0, n, batch_size)):
             yield x[start : start + batch_size], y[start : start + batch_size]
             if bar is not None:
