@@ -79,3 +79,21 @@ def test_the_callback_refuses_nan_validation_data_before_the_first_epoch():
     with pytest.raises(ValueError, match="cannot attack .*non-finite value"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     assert int(model.optimizer.iterations) == 0
+
+
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        (np.zeros((8, 5), "float32"), np.zeros(8, "int64"), r"Expected examples of shape \(4,\)"),
+        (np.zeros((8, 4), "float32"), np.full(8, 3), r"class ids in \[0, 3\) .* from 3 to 3"),
+        (np.zeros((8, 4), "float32"), np.full(8, -1), "from -1 to -1"),
+    ],
+)
+def test_fit_of_the_wrapper_refuses_data_that_does_not_fit_the_model(x, y, message):
+    model = keras_advreg.AdversarialRegularization(make_model("functional"))
+    model.compile("sgd", LOSS)
+    with pytest.raises(ValueError, match=message):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 0

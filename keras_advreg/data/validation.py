@@ -58,20 +58,54 @@ def check_finite(
         )
 
 
-def check_fit_data(x: Any, y: Any = None, *, name: str = "`x`") -> None:
-    """`check_finite` on what `fit` receives: all of it for arrays, the first batch of a
-    `tf.data.Dataset` (an empty one is an error), nothing for generators or `PyDataset`s."""
+def check_fit_data(x: Any, y: Any = None, *, name: str = "`x`", model: Any = None) -> None:
+    """Checks what `fit` receives: all of it for arrays, the first batch of a
+    `tf.data.Dataset` (an empty one is an error), nothing for generators or `PyDataset`s.
+
+    NaN/Inf (`check_finite`), and with a single-input, single-output `model` whose shapes are
+    known: the features' shape against the input's, class-id labels against the outputs.
+    """
+    features, labels, where = x, y, name
     if isinstance(x, tf.data.Dataset):
         element = next(iter(x.take(1)), None)
         if element is None:
             raise ValueError(f"{name} is an empty dataset: there is nothing to train on.")
-        features, labels = element, None
+        features, labels, where = element, None, f"the first batch of the dataset {name}"
         if isinstance(element, (tuple, list)) and len(element) in (2, 3):
             features, labels = element[0], element[1]
-        check_finite(features, labels, where=f"the first batch of the dataset {name}")
+    elif not isinstance(x, (np.ndarray, tf.Tensor, Mapping, list, tuple)):
         return
-    if isinstance(x, (np.ndarray, tf.Tensor, Mapping, list, tuple)):
-        check_finite(x, y, where=name)
+    check_finite(features, labels, where=where)
+    if model is not None:
+        _check_against_model(features, labels, model, where)
+
+
+def _check_against_model(features: Any, labels: Any, model: Any, where: str) -> None:
+    try:
+        input_shape, output_shape = model.input_shape, model.output_shape
+    except (AttributeError, ValueError):
+        return
+    if not isinstance(input_shape, tuple) or not isinstance(output_shape, tuple):
+        return  # several inputs or outputs
+    shape = getattr(features, "shape", None)
+    if shape is not None and not isinstance(features, Mapping):
+        got, expected = tuple(shape)[1:], input_shape[1:]
+        if len(got) != len(expected) or any(
+            e is not None and g is not None and int(g) != e for g, e in zip(got, expected)
+        ):
+            raise ValueError(
+                f"{where}: the features do not fit the base model's input. Expected examples "
+                f"of shape {expected}, received {got} (batch shape {tuple(shape)})."
+            )
+    classes = output_shape[-1] if len(output_shape) >= 2 else None
+    if labels is None or isinstance(labels, Mapping) or not classes or classes < 2:
+        return
+    y = labels.numpy() if isinstance(labels, (tf.Tensor, tf.Variable)) else np.asarray(labels)
+    if y.dtype.kind in "iu" and y.size and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(
+            f"{where}: labels must be class ids in [0, {classes}) for a base model with "
+            f"{classes} outputs. Received labels from {y.min()} to {y.max()}."
+        )
 
 
 __all__ = ["check_finite", "check_fit_data"]

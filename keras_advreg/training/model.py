@@ -85,8 +85,9 @@ class AdversarialRegularization(
             the full dict, labels included (NSL's option of the same name).
             Defaults to `False`.
         check_finite: bool. `fit` first checks that features and labels hold
-            no NaN or Inf (all of array data; the first batch of a dataset) and
-            raises naming the example. Defaults to `True`.
+            no NaN or Inf (all of array data; the first batch of a dataset),
+            that the features fit the base model's input and class ids its
+            outputs, and raises naming the example. Defaults to `True`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -198,7 +199,7 @@ class AdversarialRegularization(
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
         """`keras.Model.fit`, after a check that the data holds no NaN or Inf (`check_finite`)."""
         if self.check_finite:
-            check_fit_data(x, y)
+            check_fit_data(x, y, model=self.base_model)
         return super().fit(x, y, *args, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:
