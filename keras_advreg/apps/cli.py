@@ -469,30 +469,10 @@ def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: s
     With `title=None` there is no bar. The batches are those `evaluate_robustness`
     makes from the arrays with the same `batch_size`.
     """
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from keras_advreg.apps.reporting import ProgressBar
+    from keras_advreg.apps.tutorial import batches_with_progress
     from keras_advreg.evaluation import evaluate_robustness
 
-    if np.issubdtype(x.dtype, np.floating):
-        x = np.asarray(x, keras.config.floatx())
-    n = len(y)
-    steps = max(1, -(-n // batch_size))
-
-    def generate():
-        bar = ProgressBar(steps, title=title) if title else None
-        for i, start in enumerate(range(0, n, batch_size)):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-            if bar is not None:
-                bar.update(i + 1)
-
-    signature = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
-    )
-    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    data = batches_with_progress(x, y, batch_size, title)
     return evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
 
 

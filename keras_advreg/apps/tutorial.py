@@ -122,7 +122,7 @@ def train_models(
 def batches_with_progress(
     x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH_SIZE, title: str | None = None
 ) -> tf.data.Dataset:
-    """`(x, y)` as a dataset of batches that advances a Keras progress bar as it is read.
+    """`(x, y)` as a dataset of batches that advances a progress bar (on stderr) as it is read.
 
     With `title=None` there is no bar. The batches are exactly those
     `evaluate_robustness` makes from arrays with the same `batch_size`, so the
