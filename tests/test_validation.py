@@ -79,6 +79,12 @@ def test_the_callback_refuses_nan_validation_data_before_the_first_epoch():
     with pytest.raises(ValueError, match="cannot attack .*non-finite value"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     assert int(model.optimizer.iterations) == 0
+    # The opt-out attacks the data as it is.
+    callback = keras_advreg.AdversarialRobustnessCallback(
+        (x_val, y_val), attack="fgsm", check_finite=False
+    )
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    assert "val_adv_accuracy" in history.history
 
 
 @pytest.mark.parametrize(

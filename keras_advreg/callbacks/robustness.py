@@ -106,6 +106,9 @@ class AdversarialRobustnessCallback(AttackCallback):
             weights of the evaluation with the best robust accuracy when
             training stops on a collapse (as Wong et al.'s early stopping
             does). Defaults to `True`.
+        check_finite: bool. Refuse NaN or Inf in `data` (checked batch by
+            batch, the first one in `on_train_begin`), as `evaluate_robustness`
+            does. Defaults to `True`.
 
     Example:
 
@@ -141,6 +144,7 @@ class AdversarialRobustnessCallback(AttackCallback):
         verbose: int = 0,
         stop_on_collapse: float | None = None,
         restore_best_weights: bool = True,
+        check_finite: bool = True,
     ):
         arguments = dict(
             epsilon=epsilons,
@@ -186,6 +190,7 @@ class AdversarialRobustnessCallback(AttackCallback):
                 )
         self.stop_on_collapse = stop_on_collapse
         self.restore_best_weights = bool(restore_best_weights)
+        self.check_finite = bool(check_finite)
         self._images = None
         if self.log_dir is not None:
             self._images = AdversarialExamplesCallback(
@@ -227,6 +232,7 @@ class AdversarialRobustnessCallback(AttackCallback):
             label_keys=self.label_keys,
             max_examples=max_examples,
             warn=False,
+            check_finite=self.check_finite,
         )
 
     # ------------------------------------------------------------------ Keras hooks
