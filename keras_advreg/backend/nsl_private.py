@@ -59,6 +59,35 @@ def random_start_neighbor(
     return generator._decompose_as(features, dict(perturbed, **sparse))
 
 
+def neighbor(
+    features: Any,
+    labels: Any,
+    labeled_loss: Any,
+    config: Any,
+    gradient_tape: Any,
+    model_fn: Callable,
+    loss_fn: Callable,
+    random_in_ball: Callable,
+) -> tuple[Any, Any]:
+    """NSL's adversarial neighbour: `gen_adv_neighbor` from the gradient of `labeled_loss`
+    (taken on `gradient_tape`), or `random_start_neighbor` when `config.random_init` is set
+    (`labeled_loss` is then not used). Returns the neighbour and NSL's neighbour weights
+    (`None` for the random start)."""
+    if config.random_init:
+        adv = random_start_neighbor(features, labels, config, model_fn, loss_fn, random_in_ball)
+        return adv, None
+    return adversarial_neighbor.gen_adv_neighbor(
+        features,
+        labeled_loss,
+        config=config,
+        gradient_tape=gradient_tape,
+        pgd_model_fn=model_fn,
+        pgd_loss_fn=loss_fn,
+        pgd_labels=labels,
+        use_while_loop=True,
+    )
+
+
 class NeighborSteps:
     """NSL's per-step perturbation math, one step at a time, for "free" training.
 

@@ -15,8 +15,7 @@ from typing import Any
 import tensorflow as tf
 
 from keras_advreg.attacks.norms import random_in_norm_ball
-from keras_advreg.backend.nsl import adversarial_neighbor
-from keras_advreg.backend.nsl_private import random_start_neighbor
+from keras_advreg.backend.nsl_private import neighbor
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.utils import require_tensorflow_backend
 
@@ -88,30 +87,17 @@ def adversarial_loss(
         model = functools.partial(model, **model_kwargs)
     neighbor_config = config.to_nsl_neighbor_config()
     pgd_loss_fn = functools.partial(loss_fn, sample_weight=sample_weights)
-    if (
-        config.random_init
-    ):  # the gradient at `features` is not used; NSL's draw needs a static shape
-        adv_input = random_start_neighbor(
-            features, labels, neighbor_config, model, pgd_loss_fn, random_in_norm_ball
-        )
-        adv_weights = None
-    else:
-        if labeled_loss is None:
-            gradient_tape = gradient_tape or tf.GradientTape()
-            with gradient_tape:
-                gradient_tape.watch(tf.nest.flatten(features))
-                predictions = predictions if predictions is not None else model(features)
-                labeled_loss = loss_fn(labels, predictions, sample_weights)
-        adv_input, adv_weights = adversarial_neighbor.gen_adv_neighbor(
-            features,
-            labeled_loss,
-            config=neighbor_config,
-            gradient_tape=gradient_tape,
-            pgd_model_fn=model,
-            pgd_loss_fn=pgd_loss_fn,
-            pgd_labels=labels,
-            use_while_loop=True,
-        )
+    # A random start does not use the gradient at `features` (nor `labeled_loss`).
+    if labeled_loss is None and not config.random_init:
+        gradient_tape = gradient_tape or tf.GradientTape()
+        with gradient_tape:
+            gradient_tape.watch(tf.nest.flatten(features))
+            predictions = predictions if predictions is not None else model(features)
+            labeled_loss = loss_fn(labels, predictions, sample_weights)
+    adv_input, adv_weights = neighbor(
+        features, labels, labeled_loss, neighbor_config, gradient_tape, model, pgd_loss_fn,
+        random_in_norm_ball,
+    )  # fmt: skip
     adv_output = model(adv_input)
     if sample_weights is not None and adv_weights is not None:
         adv_weights = tf.math.multiply(sample_weights, adv_weights)

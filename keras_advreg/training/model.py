@@ -25,8 +25,7 @@ from keras_advreg.backend.keras_internals import (
     loss_tracker,
     unscale_loss_for_distribution,
 )
-from keras_advreg.backend.nsl import adversarial_neighbor
-from keras_advreg.backend.nsl_private import random_start_neighbor
+from keras_advreg.backend.nsl_private import neighbor, random_start_neighbor
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
 from keras_advreg.data.validation import check_fit_data
 from keras_advreg.training.config import AdvConfig
@@ -357,21 +356,10 @@ class AdversarialRegularization(
         """NSL's adversarial neighbour of `features` (FGSM or PGD)."""
         model_fn = lambda f: self._call_base(f, extras, training=training)  # noqa: E731
         loss_fn = self._adversarial_loss_fn(labels, sample_weight)
-        if not config.random_init:
-            adv, _ = adversarial_neighbor.gen_adv_neighbor(
-                features,
-                labeled_loss,
-                config=config,
-                gradient_tape=tape,
-                pgd_model_fn=model_fn,
-                pgd_loss_fn=loss_fn,
-                pgd_labels=labels,
-                use_while_loop=True,
-            )
-            return adv
-        return random_start_neighbor(
-            features, labels, config, model_fn, loss_fn, random_in_norm_ball
+        adv, _ = neighbor(
+            features, labels, labeled_loss, config, tape, model_fn, loss_fn, random_in_norm_ball
         )
+        return adv
 
     def _forward(self, features, labels, sample_weight, extras, training, outer_tape=None):
         """Clean forward pass, total labeled loss and scaled adversarial loss."""
