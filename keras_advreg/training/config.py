@@ -46,6 +46,16 @@ def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool =
     return float(value)
 
 
+def _check_count(name: str, value: Any, expected: str) -> int:
+    """An integer >= 1 (an integral float is accepted), or a Keras-style error."""
+    number = value
+    if isinstance(number, numbers.Real) and float(number).is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return number
+
+
 def _check_clip_value(name: str, value: Any) -> Any:
     """NSL's clip bounds: a number or an array broadcastable to the features, or a dict/list
     of them per feature (a `None` entry leaves that feature unclipped). Scalars become floats."""
@@ -174,15 +184,11 @@ class AdvConfig:
         set_(self, "multiplier", _check_number("multiplier", self.multiplier))
         set_(self, "adv_step_size", _check_number("adv_step_size", self.adv_step_size))
         set_(self, "adv_grad_norm", normalize_norm(self.adv_grad_norm))
-        iterations = self.pgd_iterations
-        if isinstance(iterations, numbers.Real) and float(iterations).is_integer():
-            iterations = int(iterations)
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(
-                "`pgd_iterations` must be an integer >= 1 (1 is FGSM). "
-                f"Received: pgd_iterations={self.pgd_iterations!r}"
-            )
-        set_(self, "pgd_iterations", iterations)
+        set_(
+            self,
+            "pgd_iterations",
+            _check_count("pgd_iterations", self.pgd_iterations, "an integer >= 1 (1 is FGSM)"),
+        )
         if self.pgd_epsilon is not None:
             set_(
                 self,
@@ -217,16 +223,13 @@ class AdvConfig:
             )
 
     def _check_free_replays(self) -> None:
-        replays = self.free_replays
-        if replays is None:
+        if self.free_replays is None:
             return
-        if isinstance(replays, numbers.Real) and float(replays).is_integer():
-            replays = int(replays)
-        if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
-            raise ValueError(
-                "`free_replays` must be an integer >= 1 (the number of times each minibatch is "
-                f"replayed), or None. Received: free_replays={self.free_replays!r}"
-            )
+        replays = _check_count(
+            "free_replays",
+            self.free_replays,
+            "an integer >= 1 (the number of times each minibatch is replayed), or None",
+        )
         object.__setattr__(self, "free_replays", replays)
         problems = []
         if self.adv_loss != "labeled":
