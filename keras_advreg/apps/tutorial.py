@@ -143,7 +143,12 @@ def batches_with_progress(
         tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
         tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
     )
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    # No prefetch (tf.data injects one by default): the generator, and so the bar, then
+    # advances only when the consumer asks for the next batch, never after it stopped.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.with_options(options)
 
 
 def robustness(
