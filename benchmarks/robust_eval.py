@@ -237,10 +237,14 @@ def make_bookkeeping_only(eps: float, steps: int, batch: int, classes: int = 10)
     """
     from keras_advreg.attacks import apgd_core
 
-    spec = (tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((None,), tf.int32))
+    spec = (
+        tf.TensorSpec((None, None), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+        tf.TensorSpec((None, None), tf.float32),
+    )
 
     @tf.function(input_signature=spec)
-    def attack(v0, ids):
+    def attack(v0, ids, start):
         weights = tf.random.stateless_normal(tf.shape(v0)[1:], [1, 2])
         logits = tf.one_hot(ids, classes)
 
@@ -250,14 +254,17 @@ def make_bookkeeping_only(eps: float, steps: int, batch: int, classes: int = 10)
 
         v_adv, _ = apgd_core.apgd(
             value_and_grad, v0, ids, eps, 0.0, 1.0, norm="infinity", steps=steps,
-            loss_fn=apgd_core.cross_entropy, seed=0,
+            loss_fn=apgd_core.cross_entropy, start=start,
         )  # fmt: skip
         return v_adv
 
     def run(x, y):
         v = x.reshape(len(y), -1)
+        rng = np.random.default_rng(0)
         for start in range(0, len(y), batch):
-            attack(v[start : start + batch], y[start : start + batch]).numpy()
+            rows = v[start : start + batch]
+            draws = apgd_core.draw_start(rng, len(rows), rows.shape[1], "infinity")
+            attack(rows, y[start : start + batch], draws).numpy()
 
     return run
 

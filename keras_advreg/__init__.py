@@ -5,7 +5,7 @@ and AutoAttack for evaluation, a Keras 3 model class, a robustness callback for
 `model.fit`, dataset adapters and a keras-tuner builder (`keras_advreg.tuning`).
 The package layout is described in ARCHITECTURE.md.
 
-`import keras_advreg` imports everything (TensorFlow included), which also registers the
+`import keras_advreg` imports everything (TensorFlow too on its backend), which also registers the
 serializable classes that `keras.models.load_model` looks up. Only the `keras-advreg`
 command (or `KERAS_ADVREG_LAZY_IMPORT=1`) defers these imports to the first use of a name,
 so that `keras-advreg --help` and argument errors never import TensorFlow.
@@ -67,10 +67,16 @@ if _lazy_import():
         return sorted(set(globals()) | set(_LAZY_NAMES))
 
 else:
-    # Importing NSL through the shim first makes a later `import neural_structured_learning` work too.
+    import keras as _keras
+
+    if _keras.backend.backend() == "tensorflow":
+        # NSL through the shim first makes a later `import neural_structured_learning` work
+        # too. Other backends never import TensorFlow or NSL unless a TensorFlow-only
+        # feature is used.
+        from keras_advreg.backend import nsl as _nsl  # noqa: F401
+
     from keras_advreg import attacks
     from keras_advreg.attacks import generate_adversarial_examples
-    from keras_advreg.backend import nsl as _nsl  # noqa: F401  (isort: keep first)
     from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
     from keras_advreg.data import load_tfds, to_dict, to_tuple
     from keras_advreg.evaluation import (

@@ -57,19 +57,63 @@ def normalize_norm(value: Any, name: str = "adv_grad_norm") -> str:
     raise ValueError(f"`{name}` must be one of 'infinity', 'l2', 'l1'. Received: {name}={value!r}")
 
 
-def require_tensorflow_backend(what: str) -> None:
-    """Raises at once when Keras runs on another backend than TensorFlow.
+_BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
-    The attacks, the robustness evaluation and the training step are TensorFlow code
-    (`tf.function`, `tf.GradientTape`); on JAX or PyTorch they would fail deep inside
-    autograph with a message about symbolic tensors.
+
+def require_backend(what: str, backends: tuple[str, ...] = ("tensorflow", "jax", "torch")) -> None:
+    """Raises at once when Keras runs on a backend that `what` does not support.
+
+    Without this check, code on an unsupported backend fails deep inside a trace with a
+    message about symbolic tensors.
+
+    Args:
+        what: str. The public name, for the message.
+        backends: The Keras backends that work.
     """
     import keras
 
     backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            f"{what} needs the TensorFlow backend of Keras 3 (keras_advreg's attacks and "
-            "training step are TensorFlow code). Set KERAS_BACKEND=tensorflow before "
-            f"importing Keras. Received: backend={backend!r}"
-        )
+    if backend in backends:
+        return
+    names = [_BACKEND_NAMES.get(b, b) for b in backends]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    raise RuntimeError(
+        f"{what} needs the {listed} backend of Keras 3. Set KERAS_BACKEND="
+        f"{backends[0]} before importing Keras. Received: backend={backend!r}"
+    )
+
+
+def require_tensorflow_backend(what: str) -> None:
+    """Raises at once when Keras runs on another backend than TensorFlow (for the
+    TensorFlow-only features: NSL's training step, tf.data pipelines)."""
+    require_backend(what, ("tensorflow",))
+
+
+def tensorflow_if_imported() -> Any:
+    """The `tensorflow` module if something already imported it, else None (a TensorFlow
+    object cannot exist without it, so type checks need not import it)."""
+    import sys
+
+    return sys.modules.get("tensorflow")
+
+
+def is_tf_dataset(value: Any) -> bool:
+    """Whether `value` is a `tf.data.Dataset` (without importing TensorFlow)."""
+    tf = tensorflow_if_imported()
+    return tf is not None and isinstance(value, tf.data.Dataset)
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether `value` is a tensor of a framework (TensorFlow, JAX, PyTorch) or of Keras'
+    backend, rather than a NumPy array or a Python value."""
+    import keras
+    import numpy as np
+
+    if isinstance(value, np.ndarray) or value is None:
+        return False
+    return keras.ops.is_tensor(value) or type(value).__module__.split(".")[0] in (
+        "tensorflow",
+        "jax",
+        "jaxlib",
+        "torch",
+    )

@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(
@@ -36,6 +35,17 @@ def require(module: str):
     if os.environ.get("CI"):
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+def cross_backend(test):
+    """Marks a test that runs the three Keras backends in subprocesses and compares them:
+    run once, from the TensorFlow session (CI's other sessions run the `backends` tests
+    again on JAX and PyTorch), and slow (the floor job has no jax or torch)."""
+    only_tf = pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow",
+        reason="compares the backends once, from the TensorFlow run",
+    )
+    return pytest.mark.slow(only_tf(test))
 
 
 @pytest.fixture(autouse=True)
@@ -195,4 +205,6 @@ def assert_same(a, b):
 
 
 def elements(ds):
+    import tensorflow as tf
+
     return [tf.nest.map_structure(lambda t: t.numpy(), e) for e in ds]

@@ -8,25 +8,37 @@ from __future__ import annotations
 
 import functools
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_advreg.attacks.apgd_core import apgd, checkpoints, cross_entropy, dlr, targeted_dlr
+from keras_advreg.attacks.apgd_core import (
+    apgd,
+    checkpoints,
+    cross_entropy,
+    dlr,
+    draw_start,
+    targeted_dlr,
+)
+from keras_advreg.attacks.square_core import draw as square_draw
 from keras_advreg.attacks.square_core import square_linf
+from keras_advreg.backend import ops as backend_ops
 
 INF = float("inf")
 TOL = 1e-5
 
 
 def _value_and_grad(logits_fn):
+    """`(v, closure) -> (loss, logits, grad)` of `logits_fn`, through the backend's gradient."""
+
     def value_and_grad(v, closure):
-        with tf.GradientTape() as tape:
-            tape.watch(v)
+        def fn(v):
             z = logits_fn(v)
             loss = closure(z)
-            total = tf.reduce_sum(loss)
-        grad = tape.gradient(total, v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return keras.ops.sum(loss), (loss, z)
+
+        (loss, z), grad = backend_ops.value_and_grad(fn, v)
         return loss, z, grad
 
     return value_and_grad
@@ -36,21 +48,24 @@ def _value_and_grad(logits_fn):
 def _apgd_fn(logits_fn, *, norm, loss_fn=cross_entropy, steps=100, lo=-INF, hi=INF, **kwargs):
     vag = _value_and_grad(logits_fn)
 
-    @tf.function(reduce_retracing=True)
-    def run(v0, ids, eps, seed):
+    def run(v0, ids, eps, start):
         return apgd(
-            vag, v0, ids, eps, lo, hi, norm=norm, steps=steps, loss_fn=loss_fn, seed=seed, **kwargs
-        )
+            vag, v0, ids, eps, lo, hi, norm=norm, steps=steps, loss_fn=loss_fn, start=start,
+            **kwargs,
+        )  # fmt: skip
 
-    return lambda v0, ids, eps, seed=0: [
-        t.numpy() for t in run(v0, ids, tf.constant(eps, tf.float32), tf.constant(seed))
-    ]
+    compiled = backend_ops.compile(run)
+
+    def attack(v0, ids, eps, seed=0):
+        start = draw_start(np.random.default_rng(seed), len(v0), v0.shape[1], norm)
+        return backend_ops.to_numpy(compiled(v0, ids, np.float32(eps), start))
+
+    return attack
 
 
 @functools.cache
 def _square_fn(logits_fn, *, image_shape, queries, lo=-INF, hi=INF, **kwargs):
-    @tf.function(reduce_retracing=True)
-    def run(v0, ids, eps, seed):
+    def run(v0, ids, eps, stripes, draws):
         return square_linf(
             logits_fn,
             v0,
@@ -58,15 +73,21 @@ def _square_fn(logits_fn, *, image_shape, queries, lo=-INF, hi=INF, **kwargs):
             eps,
             lo,
             hi,
+            stripes=stripes,
+            draws=draws,
             image_shape=image_shape,
             queries=queries,
-            seed=seed,
             **kwargs,
         )
 
-    return lambda v0, ids, eps, seed=0: [
-        t.numpy() for t in run(v0, ids, tf.constant(eps, tf.float32), tf.constant(seed))
-    ]
+    compiled = backend_ops.compile(run)
+
+    def attack(v0, ids, eps, seed=0):
+        noise = square_draw(np.random.default_rng(seed), len(v0), image_shape, queries)
+        outputs = compiled(v0, ids, np.float32(eps), noise["stripes"], noise["draws"])
+        return backend_ops.to_numpy(outputs)
+
+    return attack
 
 
 def _predict(logits_fn, v):

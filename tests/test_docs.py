@@ -11,10 +11,22 @@ import pytest
 import keras_advreg
 from keras_advreg.training import model as wrappers
 
+# The modules of an optional dependency (keras-tuner, or a Keras backend's own framework:
+# `backend.jax_ops` needs jax) are imported only when it is installed.
+NEEDS = {
+    "keras_advreg.tuning": "keras_tuner",
+    "keras_advreg.backend.jax_ops": "jax",
+    "keras_advreg.training.jax_step": "jax",
+    "keras_advreg.backend.torch_ops": "torch",
+}
 MODULES = sorted(
     name
     for _, name, _ in pkgutil.walk_packages(keras_advreg.__path__, "keras_advreg.")
-    if not name.startswith("keras_advreg.tuning") or importlib.util.find_spec("keras_tuner")
+    if all(
+        importlib.util.find_spec(package)
+        for prefix, package in NEEDS.items()
+        if name.startswith(prefix)
+    )
 )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from keras_advreg.attacks import apgd_core
 from keras_advreg.attacks.base import Attack, register_attack, register_preset
@@ -35,8 +36,24 @@ def _require_classes(attack: Attack, problem: Any, needed: int, why: str) -> Non
         )
 
 
-def run_apgd(attack, problem, state, eps, seed, loss_fn, target_ids=None):
-    """`apgd_core.apgd` on an `AttackProblem` with the attack's norm, steps and rho."""
+def draw_apgd(attack: Attack, problem: Any, n: int, rng: np.random.Generator) -> dict:
+    """The host-side draws of one APGD run: its random start (`apgd_core.draw_start`)."""
+    return {"start": apgd_core.draw_start(rng, n, problem.dims, attack.norm)}
+
+
+def run_apgd(
+    attack: Attack,
+    problem: Any,
+    state: Any,
+    eps: Any,
+    noise: dict,
+    loss_fn: Any,
+    target_ids: Any = None,
+) -> tuple[Any, Any]:
+    """`apgd_core.apgd` on an `AttackProblem` with the attack's norm, steps and rho.
+
+    APGD always starts at a random point of the ball, from `noise["start"]` (`draw_apgd`).
+    """
     return apgd_core.apgd(
         lambda v, closure: problem.value_and_grad(state.x, v, closure),
         state.v0,
@@ -48,7 +65,7 @@ def run_apgd(attack, problem, state, eps, seed, loss_fn, target_ids=None):
         steps=attack.steps,
         loss_fn=loss_fn,
         rho=attack.rho,
-        seed=seed,
+        start=noise["start"],
         target_ids=target_ids,
         compact=problem.compactable,
     )
@@ -111,8 +128,11 @@ class APGD(Attack):
             return apgd_core.cross_entropy
         return lambda z, ids: problem.loss(state.y, z)
 
-    def perturb(self, problem, state, eps, seed):
-        return run_apgd(self, problem, state, eps, seed, self._loss_fn(problem, state))
+    def draw(self, problem: Any, n: int, rng: np.random.Generator) -> dict:
+        return draw_apgd(self, problem, n, rng)
+
+    def perturb(self, problem, state, eps, noise):
+        return run_apgd(self, problem, state, eps, noise, self._loss_fn(problem, state))
 
 
 @register_attack("apgd-t")
@@ -178,15 +198,42 @@ class APGDTargeted(Attack):
             targets = min(targets, max(problem.head.num_classes - 1, 1))
         return [self.replace(target_rank=r) for r in range(1, targets + 1)]
 
-    def perturb(self, problem, state, eps, seed, variant=None):
+    def draw(self, problem: Any, n: int, rng: np.random.Generator) -> dict:
+        return draw_apgd(self, problem, n, rng)
+
+    def perturb(self, problem, state, eps, noise, variant=None):
         # The target's rank arrives at run time (`variant`), so the 9 stages share one trace.
-        rank = (self.target_rank or 1) if variant is None else tf.maximum(variant, 1)
-        scores = tf.cast(state.scores, tf.float32)
-        is_label = tf.one_hot(state.ids, tf.shape(scores)[-1], on_value=True, off_value=False)
-        others = tf.where(is_label, tf.fill(tf.shape(scores), float("-inf")), scores)
-        order = tf.argsort(others, axis=-1, direction="DESCENDING", stable=True)
-        targets = tf.cast(tf.gather(order, rank - 1, axis=1), tf.int32)
-        return run_apgd(self, problem, state, eps, seed, apgd_core.targeted_dlr, targets)
+        rank = (self.target_rank or 1) if variant is None else ops.maximum(variant, 1)
+        targets = target_classes(state.scores, state.ids, rank)
+        return run_apgd(self, problem, state, eps, noise, apgd_core.targeted_dlr, targets)
+
+
+def target_classes(scores: Any, ids: Any, rank: Any) -> Any:
+    """The class of the given `rank` (1 = highest score) among each example's other classes.
+
+    Ties go to the lower class id (a stable sort), on every backend.
+
+    Args:
+        scores: `(batch, C)` clean scores.
+        ids: `(batch,)` true class ids.
+        rank: int or int32 scalar tensor in `[1, C - 1]`.
+
+    Returns:
+        `(batch,)` int32 target class ids.
+    """
+    scores = ops.cast(scores, "float32")
+    classes = scores.shape[-1]
+    classes = ops.shape(scores)[-1] if classes is None else classes
+    is_label = ops.equal(
+        ops.arange(classes, dtype="int32")[None, :], ops.cast(ids, "int32")[:, None]
+    )
+    others = ops.where(is_label, ops.full_like(scores, -np.inf), scores)
+    # Descending and stable = ascending and stable on the negated scores (the label, at
+    # +inf, last). keras.ops.argsort is stable on every backend: jnp.argsort by default,
+    # PyTorch with stable=True, TensorFlow's tf.argsort always (its unstable sort is not
+    # implemented; tests/test_apgd_backends.py checks ties).
+    order = ops.argsort(-others, axis=-1)
+    return ops.cast(ops.take(order, ops.cast(rank, "int32") - 1, axis=1), "int32")
 
 
 register_preset("apgd-ce", lambda **kwargs: APGD(**{"loss": "ce", **kwargs}))

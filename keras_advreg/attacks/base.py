@@ -225,8 +225,24 @@ class Attack:
     def check_problem(self, problem: Any) -> None:
         """Raises before any work when the attack cannot run on `problem` (e.g. too few classes)."""
 
-    def perturb(self, problem: Any, state: Any, eps: Any, seed: Any) -> tuple[Any, Any]:
-        """Graph code: the adversarial points of one batch for one radius.
+    def draw(self, problem: Any, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The random numbers one run on `n` examples uses, drawn on the host.
+
+        Drawn with NumPy and passed to the compiled attack as arrays, so that every
+        Keras backend gets the same numbers (and the same adversarial points).
+
+        Args:
+            problem: The `AttackProblem` (its `dims`, `image_shape`).
+            n: int. The number of examples.
+            rng: `np.random.Generator` of this run (derived from the seed).
+
+        Returns:
+            A dict of float32 arrays, passed to `perturb` as `noise` (`{}`: none).
+        """
+        return {}
+
+    def perturb(self, problem: Any, state: Any, eps: Any, noise: dict) -> tuple[Any, Any]:
+        """Compiled code (`keras.ops`): the adversarial points of one batch for one radius.
 
         Args:
             problem: `keras_advreg.attacks.problem.AttackProblem`: the model's
@@ -234,7 +250,7 @@ class Attack:
             state: `keras_advreg.attacks.problem.BatchState`: the batch
                 (`v0`, `ids`, the clean scores and input gradient).
             eps: float32 scalar tensor. The radius.
-            seed: int32 tensor of shape `[2]`. Seed of the random draws.
+            noise: dict of tensors. What `draw` returned for this run.
 
         An attack with a `runtime_field` also takes `variant`, an int32 scalar
         tensor holding that field's value.

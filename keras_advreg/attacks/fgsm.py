@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
+import keras
 
 from keras_advreg.attacks.base import Attack, register_attack
 from keras_advreg.attacks.norms import unit_direction
@@ -17,11 +17,20 @@ from keras_advreg.attacks.norms import unit_direction
 
 def scale_small_gradients(grad: Any, norm: str) -> Any:
     """For l2/l1: scale tiny gradients up (same direction) so that NSL's normalisation,
-    which divides by max(norm, 1e-6), still moves confident examples by epsilon."""
+    which divides by max(norm, 1e-6), still moves confident examples by epsilon.
+
+    Args:
+        grad: float tensor of shape `(batch, D)`.
+        norm: str. `"infinity"` (returned as is), `"l2"` or `"l1"`.
+
+    Returns:
+        `grad` divided per example by its largest magnitude (rows of zeros unchanged).
+    """
     if norm == "infinity":
         return grad
-    peak = tf.reduce_max(tf.abs(grad), axis=1, keepdims=True)
-    return grad * tf.where(peak > 0, 1.0 / peak, tf.ones_like(peak))
+    peak = keras.ops.max(keras.ops.abs(grad), axis=1, keepdims=True)
+    safe = keras.ops.where(peak > 0, peak, keras.ops.ones_like(peak))
+    return grad * (1.0 / safe)
 
 
 @register_attack("fgsm")
@@ -60,7 +69,8 @@ class FGSM(Attack):
         del config["restarts"], config["seed"]
         return config
 
-    def perturb(self, problem, state, eps, seed):
+    def perturb(self, problem: Any, state: Any, eps: Any, noise: dict) -> tuple[Any, Any]:
         direction = unit_direction(scale_small_gradients(state.grad, self.norm), self.norm)
         v_adv = problem.clip(state.v0 + eps * direction)
-        return v_adv, problem.classes(problem.scores(state.x, v_adv)) != state.ids
+        wrong = keras.ops.not_equal(problem.classes(problem.scores(state.x, v_adv)), state.ids)
+        return v_adv, wrong

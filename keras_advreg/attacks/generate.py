@@ -6,14 +6,13 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_advreg.attacks.base import from_arguments
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import check_labels
 from keras_advreg.attacks.runner import attack_batch, prepare
 from keras_advreg.data.batching import as_floatx, model_inputs
-from keras_advreg.utils import require_tensorflow_backend
+from keras_advreg.utils import require_backend
 
 
 def generate_adversarial_examples(
@@ -55,7 +54,7 @@ def generate_adversarial_examples(
     >>> [round(float(v), 2) for v in x_adv[0]], clean.tolist(), adv.tolist()
     ([-0.2, 0.5], [0], [1])
     """
-    require_tensorflow_backend("keras_advreg.generate_adversarial_examples")
+    require_backend("keras_advreg.generate_adversarial_examples")
     attack = from_arguments(
         attack,
         epsilon,
@@ -73,6 +72,8 @@ def generate_adversarial_examples(
     problem, seed = prepare(model, attack, x, y, loss)
     check_labels(y, problem)
     result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, 0)
-    x_adv = problem.unflatten(tf.nest.map_structure(tf.convert_to_tensor, x), result.adversarial[0])
-    x_adv = tf.nest.map_structure(lambda t: t.numpy(), x_adv)
+    x_adv = problem.unflatten(
+        keras.tree.map_structure(keras.ops.convert_to_tensor, x), result.adversarial[0]
+    )
+    x_adv = keras.tree.map_structure(keras.ops.convert_to_numpy, x_adv)
     return x_adv, result.clean_predictions, result.adversarial_predictions[0]

@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_advreg.backend.keras_internals import output_layer
 
@@ -92,7 +92,7 @@ def make_head(model: Any, probe_x: Any, custom_loss: bool) -> Head:
             "evaluate_robustness needs a classifier with one output of shape "
             f"(batch_size, num_classes). Received a model output of {shape}"
         )
-    out = np.asarray(out)
+    out = keras.ops.convert_to_numpy(out)
     num_classes = int(out.shape[-1])
     name = type(target).__name__
     if custom_loss:
@@ -150,7 +150,26 @@ def make_head(model: Any, probe_x: Any, custom_loss: bool) -> Head:
     )
 
 
+def _class_mask(z: Any, ids: Any) -> Any:
+    """`(batch, C)` bool: True at each example's class."""
+    classes = z.shape[-1]
+    classes = ops.shape(z)[-1] if classes is None else classes
+    return ops.equal(ops.arange(classes, dtype="int32")[None, :], ids[:, None])
+
+
 def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
+    """The per-example loss `(y, scores) -> loss` an attack maximises (`keras.ops`).
+
+    Args:
+        head: `Head`. What the scores are (logits of a binary or multi-class model, or
+            probabilities).
+        label_mode: str. `"sparse"` or `"categorical"`.
+        loss: The user's loss (a name, a config dict, a `keras.losses.Loss` or a callable
+            of `(y, output)`), or None for cross-entropy in a saturation-proof form.
+
+    Returns:
+        A callable `(y, scores) -> (batch,)` or `(batch, ...)` losses.
+    """
     if loss is not None:
         fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
         if isinstance(fn, keras.losses.Loss):  # per-example values, not the reduced mean
@@ -159,9 +178,12 @@ def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
     if head.binary:
         # softplus(-s * z), s = +-1: binary cross-entropy with a gradient that stays exact
         # for confident examples (TF's sigmoid cross-entropy rounds it to 0).
-        return lambda y, z: tf.nn.softplus(
-            -(2.0 * tf.cast(tf.reshape(y, tf.shape(z)), z.dtype) - 1.0) * z
-        )
+        def binary_cross_entropy(y, z):
+            z = ops.convert_to_tensor(z)
+            sign = 2.0 * ops.cast(ops.reshape(y, ops.shape(z)), z.dtype) - 1.0
+            return ops.softplus(-sign * z)
+
+        return binary_cross_entropy
     if head.output == "probabilities":
         if label_mode == "sparse":
             return keras.losses.sparse_categorical_crossentropy
@@ -171,14 +193,11 @@ def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
         """Cross-entropy as softplus(logsumexp_{j != y}(z_j - z_y)): the same value, but its
         gradient stays exact where the softmax saturates (the usual `softmax - onehot`
         rounds to 0 once p_y rounds to 1 in float32, which looks like gradient masking)."""
-        if label_mode == "categorical":
-            ids = tf.argmax(y, axis=-1, output_type=tf.int32)
-        else:
-            ids = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        is_label = tf.one_hot(ids, tf.shape(z)[-1], on_value=True, off_value=False)
-        z_y = tf.reduce_sum(tf.where(is_label, z, tf.zeros_like(z)), axis=-1, keepdims=True)
-        others = tf.where(is_label, tf.fill(tf.shape(z), tf.constant(-1e9, z.dtype)), z - z_y)
-        return tf.nn.softplus(tf.reduce_logsumexp(others, axis=-1))
+        z = ops.convert_to_tensor(z)
+        is_label = _class_mask(z, true_ids(y, label_mode))
+        z_y = ops.sum(ops.where(is_label, z, ops.zeros_like(z)), axis=-1, keepdims=True)
+        others = ops.where(is_label, ops.full_like(z, -1e9), z - z_y)
+        return ops.softplus(ops.logsumexp(others, axis=-1))
 
     return cross_entropy
 
@@ -186,16 +205,17 @@ def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
 def true_ids(y: Any, label_mode: str) -> Any:
     """Class ids of sparse or one-hot labels, as int32 of shape `(batch,)`."""
     if label_mode == "categorical":
-        return tf.argmax(y, axis=-1, output_type=tf.int32)
-    return tf.cast(tf.reshape(y, [-1]), tf.int32)
+        return ops.cast(ops.argmax(y, axis=-1), "int32")
+    return ops.cast(ops.reshape(y, (-1,)), "int32")
 
 
 def margin(z: Any, ids: Any) -> Any:
     """`z_y - max_{i != y} z_i` per example: negative once the example is misclassified."""
-    is_label = tf.one_hot(ids, tf.shape(z)[-1], on_value=True, off_value=False)
-    z_y = tf.reduce_sum(tf.where(is_label, z, tf.zeros_like(z)), axis=-1)
-    others = tf.where(is_label, tf.fill(tf.shape(z), tf.constant(-np.inf, z.dtype)), z)
-    return z_y - tf.reduce_max(others, axis=-1)
+    z = ops.convert_to_tensor(z)
+    is_label = _class_mask(z, ops.cast(ids, "int32"))
+    z_y = ops.sum(ops.where(is_label, z, ops.zeros_like(z)), axis=-1)
+    others = ops.where(is_label, ops.full_like(z, -np.inf), z)
+    return z_y - ops.max(others, axis=-1)
 
 
 __all__ = ["Head", "attack_loss", "attack_target", "make_head", "margin", "true_ids"]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import tensorflow as tf
+import keras
+import numpy as np
 
 from keras_advreg.attacks.base import Attack, register_attack
 from keras_advreg.attacks.fgsm import scale_small_gradients
-from keras_advreg.attacks.norms import project, random_in_norm_ball, unit_direction
+from keras_advreg.attacks.norms import project, random_unit_ball, unit_direction
 from keras_advreg.utils import check_positive_int
 
 
@@ -86,28 +87,37 @@ class PGD(Attack):
             return [self.step_size] * len(self.epsilons)
         return [2.5 * e / self.steps for e in self.epsilons]
 
-    def perturb(self, problem, state, eps, seed):
+    def draw(self, problem: Any, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The random start: `{"start": (n, D)}` points of the unit ball (NSL's
+        distributions), or `{}` without `random_start`."""
+        if not self.random_start:
+            return {}
+        return {"start": random_unit_ball(rng, n, problem.dims, self.norm)}
+
+    def perturb(self, problem: Any, state: Any, eps: Any, noise: dict) -> tuple[Any, Any]:
         x, v0, ids = state.x, state.v0, state.ids
-        size = tf.constant(self.step_size, tf.float32) if self.step_size else 2.5 * eps / self.steps
+        size = self.step_size if self.step_size else 2.5 * eps / self.steps
         v = v0
         if self.random_start:
-            v = problem.clip(v0 + random_in_norm_ball(v0, eps, self.norm, seed=seed))
-        broken = tf.zeros_like(ids, tf.bool)
+            v = problem.clip(v0 + eps * keras.ops.cast(noise["start"], v0.dtype))
+        broken = keras.ops.zeros_like(ids, "bool")
         best = v0
 
         def body(t, v, best, broken):
             _, scores, grad = problem.value_and_grad(x, v, lambda s: problem.loss(state.y, s))
-            wrong = problem.classes(scores) != ids
-            newly = wrong & ~broken  # keep the first iterate that breaks each example
-            best = tf.where(newly[:, None], v, best)
-            broken = broken | wrong
+            wrong = keras.ops.not_equal(problem.classes(scores), ids)
+            # keep the first iterate that breaks each example
+            newly = keras.ops.logical_and(wrong, keras.ops.logical_not(broken))
+            best = keras.ops.where(newly[:, None], v, best)
+            broken = keras.ops.logical_or(broken, wrong)
             direction = unit_direction(scale_small_gradients(grad, self.norm), self.norm)
             delta = project(v + size * direction - v0, eps, self.norm)
             return t + 1, problem.clip(v0 + delta), best, broken
 
-        _, v, best, broken = tf.while_loop(
-            lambda t, *_: t < self.steps, body, (tf.constant(0), v, best, broken)
+        start = keras.ops.convert_to_tensor(0, "int32")
+        _, v, best, broken = keras.ops.while_loop(
+            lambda t, *_: t < self.steps, body, (start, v, best, broken)
         )
-        last_wrong = problem.classes(problem.scores(x, v)) != ids
-        best = tf.where(broken[:, None], best, v)
-        return best, broken | last_wrong
+        last_wrong = keras.ops.not_equal(problem.classes(problem.scores(x, v)), ids)
+        best = keras.ops.where(broken[:, None], best, v)
+        return best, keras.ops.logical_or(broken, last_wrong)

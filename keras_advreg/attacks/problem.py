@@ -4,8 +4,9 @@
 `(batch, D)` tensor `v` holding every floating-point feature (a dict of several inputs is
 attacked jointly, as NSL does: one norm over all of them): the scores, the loss and its
 input gradient, the predicted classes and the box `[lo, hi]`. `CompiledAttack` traces
-one attack's `perturb` over it once per input signature (a `tf.function`, cached on the
-model), for several radii per call.
+one attack's `perturb` over it for several radii per call, compiled for the Keras backend
+(`keras_advreg.backend.ops.compile`: a `tf.function`, a `jax.jit`, or eager PyTorch) and
+cached on the model. Everything here is `keras.ops`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_advreg.attacks.heads import Head, attack_loss, attack_target, make_head, true_ids
+from keras_advreg.backend import ops as backend_ops
 from keras_advreg.data.batching import label_mode as find_label_mode
 
 
 @dataclasses.dataclass
 class BatchState:
-    """One batch, as attacks see it (inside the graph)."""
+    """One batch, as attacks see it (inside the compiled function)."""
 
     x: Any  # the model's features (non-float leaves are kept as they are)
     y: Any  # labels as given (sparse or one-hot)
@@ -40,7 +43,7 @@ class AttackProblem:
         head: `Head`. The scores to attack (logits found by `make_head`).
         label_mode: str. `"sparse"` or `"categorical"`.
         loss: The user's loss on the model output, or None (cross-entropy).
-        x_spec: nest of `tf.TensorSpec`. The features' layout.
+        x_spec: nest of `backend.ops.TensorSpec`. The features' layout.
         clip_value_min, clip_value_max: float or dict per feature, or None.
         threshold: float. Decision threshold of a 1-unit output.
     """
@@ -51,11 +54,11 @@ class AttackProblem:
         self.threshold = threshold
         self._loss = attack_loss(head, label_mode, loss)
         if isinstance(x_spec, Mapping):  # clip values may be given per top-level feature name
-            paths = [k for k in sorted(x_spec) for _ in tf.nest.flatten(x_spec[k])]
+            paths = [k for k in sorted(x_spec) for _ in keras.tree.flatten(x_spec[k])]
         else:
-            paths = [""] * len(tf.nest.flatten(x_spec))
-        leaves = tf.nest.flatten(x_spec)
-        self.float_index = [i for i, s in enumerate(leaves) if s.dtype.is_floating]
+            paths = [""] * len(keras.tree.flatten(x_spec))
+        leaves = keras.tree.flatten(x_spec)
+        self.float_index = [i for i, s in enumerate(leaves) if s.is_floating]
         if not self.float_index:
             raise ValueError("`data` has no floating-point features to perturb.")
         self.shapes = [tuple(leaves[i].shape[1:]) for i in self.float_index]
@@ -90,22 +93,27 @@ class AttackProblem:
         return None
 
     def flatten(self, x: Any) -> Any:
-        leaves = tf.nest.flatten(x)
+        leaves = keras.tree.flatten(x)
         flat = [
-            tf.reshape(tf.cast(leaves[i], tf.float32), [-1, n])
+            ops.reshape(ops.cast(leaves[i], "float32"), (-1, n))
             for i, n in zip(self.float_index, self.sizes)
         ]
-        return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
+        return flat[0] if len(flat) == 1 else ops.concatenate(flat, axis=1)
 
     def unflatten(self, x: Any, v: Any) -> Any:
-        leaves = tf.nest.flatten(x)
-        parts = tf.split(v, self.sizes, axis=1) if len(self.sizes) > 1 else [v]
+        leaves = keras.tree.flatten(x)
+        if len(self.sizes) > 1:
+            parts = ops.split(v, np.cumsum(self.sizes)[:-1].tolist(), axis=1)
+        else:
+            parts = [v]
         for i, part, shape in zip(self.float_index, parts, self.shapes):
-            leaves[i] = tf.cast(tf.reshape(part, [-1, *shape]), leaves[i].dtype)
-        return tf.nest.pack_sequence_as(x, leaves)
+            leaves[i] = ops.cast(ops.reshape(part, (-1, *shape)), _dtype(leaves[i]))
+        return keras.tree.pack_sequence_as(x, leaves)
 
     def clip(self, v: Any) -> Any:
-        return tf.clip_by_value(v, self.lo, self.hi) if self._any_bound else v
+        if not self._any_bound:
+            return v
+        return ops.minimum(ops.maximum(v, self.lo), self.hi)
 
     @property
     def _any_bound(self) -> bool:
@@ -117,26 +125,26 @@ class AttackProblem:
 
     def loss(self, y: Any, scores: Any) -> Any:
         """The per-example attack loss (cross-entropy on logits, or the user's loss)."""
-        values = self._loss(y, scores)
-        batch = tf.shape(scores)[0]
-        if values.shape.rank == 0:  # a callable that reduces: the same value for every example
-            return tf.fill([batch], values)
-        return tf.reduce_sum(tf.reshape(values, [batch, -1]), axis=1)
+        values = ops.convert_to_tensor(self._loss(y, scores))
+        if len(values.shape) == 0:  # a callable that reduces: the same value for every example
+            return ops.zeros_like(scores[:, 0], dtype=values.dtype) + values
+        return ops.sum(ops.reshape(values, (ops.shape(scores)[0], -1)), axis=1)
 
     def value_and_grad(self, x: Any, v: Any, loss_of_scores: Callable) -> tuple[Any, Any, Any]:
         """`(per-example loss, scores, d sum(loss) / d v)` at `v`."""
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(v)
+
+        def total(v):
             scores = self.scores(x, v)
             loss = loss_of_scores(scores)
-            total = tf.reduce_sum(loss)
-        grad = tape.gradient(total, v)
-        return loss, scores, tf.zeros_like(v) if grad is None else grad
+            return ops.sum(loss), (loss, scores)
+
+        (loss, scores), grad = backend_ops.value_and_grad(total, v)
+        return loss, scores, grad
 
     def classes(self, scores: Any) -> Any:
         if scores.shape[-1] == 1:
-            return tf.cast(tf.reshape(scores, [-1]) > self.threshold, tf.int32)
-        return tf.argmax(scores, axis=-1, output_type=tf.int32)
+            return ops.cast(ops.reshape(scores, (-1,)) > self.threshold, "int32")
+        return ops.cast(ops.argmax(scores, axis=-1), "int32")
 
     def ids(self, y: Any) -> Any:
         return true_ids(y, self.label_mode)
@@ -147,6 +155,10 @@ class AttackProblem:
         return BatchState(x, y, self.ids(y), v0, scores, grad)
 
 
+def _dtype(value: Any) -> str:
+    return keras.backend.standardize_dtype(value.dtype)
+
+
 def _bound(value: Any, name: str, default: float) -> float:
     if isinstance(value, Mapping):
         value = value.get(name)
@@ -154,36 +166,51 @@ def _bound(value: Any, name: str, default: float) -> float:
 
 
 class CompiledAttack:
-    """One attack on one problem, as a `tf.function` over `(x, y, eps[k], seed)`."""
+    """One attack on one problem, compiled for the backend over `(x, y, eps[k], noise[k],
+    variant)` (cached on the model; `backend.ops.compile`)."""
 
     def __init__(self, attack: Any, problem: AttackProblem, x_spec, y_spec, k: int):
-        self.attack, self.problem = attack, problem
-        signature = [
-            x_spec,
-            y_spec,
-            tf.TensorSpec([k], tf.float32),
-            tf.TensorSpec([2], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ]
-        self.k = k
-        self.run = tf.function(self._run, input_signature=signature)
+        self.attack, self.problem, self.k = attack, problem, k
+        self._x_spec, self._y_spec = x_spec, y_spec
+        self._compiled: dict = {}  # noise layout -> compiled function
 
-    def _run(self, x, y, eps, seed, variant):
+    def run(self, x: Any, y: Any, eps: Any, noise: list, variant: int) -> dict:
+        """The attack on one batch: NumPy results (see `_run`)."""
+        layout = repr(keras.tree.map_structure(lambda a: np.shape(a)[1:], noise))
+        if layout not in self._compiled:
+            specs = backend_ops.TensorSpec
+            signature = [
+                self._x_spec,
+                self._y_spec,
+                specs((self.k,), "float32"),
+                keras.tree.map_structure(
+                    lambda a: specs((None, *np.shape(a)[1:]), "float32"), noise
+                ),
+                specs((), "int32"),
+            ]
+            target = self.problem.head.model
+            self._compiled[layout] = backend_ops.compile(self._run, target.variables, signature)
+        out = self._compiled[layout](
+            x, y, np.asarray(eps, "float32"), noise, np.asarray(variant, "int32")
+        )
+        return backend_ops.to_numpy(out)
+
+    def _run(self, x, y, eps, noise, variant):
         problem = self.problem
         state = problem.start(x, y)
-        flat = tf.reshape(tf.abs(state.grad), [tf.shape(state.grad)[0], -1])
+        flat = ops.abs(state.grad)
         adversarial, predictions = [], []
         for i in range(self.k):
             extra = {"variant": variant} if self.attack.runtime_field else {}
-            v_adv, _ = self.attack.perturb(problem, state, eps[i], seed + [0, 104729 * i], **extra)
+            v_adv, _ = self.attack.perturb(problem, state, eps[i], noise[i], **extra)
             adversarial.append(v_adv)
             predictions.append(problem.classes(problem.scores(x, v_adv)))
         return {
             "ids": state.ids,
             "clean_predictions": problem.classes(state.scores),
-            "zero_gradient": tf.reduce_max(flat, axis=1) == 0,
-            "adversarial": tf.stack(adversarial),
-            "adversarial_predictions": tf.stack(predictions),
+            "zero_gradient": ops.max(flat, axis=1) == 0,
+            "adversarial": ops.stack(adversarial),
+            "adversarial_predictions": ops.stack(predictions),
         }
 
 
@@ -191,10 +218,10 @@ def tensor_spec(value: Any) -> Any:
     """The batch-size-free `TensorSpec` nest of a batch."""
 
     def one(a):
-        a = tf.convert_to_tensor(a)
-        return tf.TensorSpec((None, *a.shape[1:]), a.dtype)
+        shape = tuple(a.shape)
+        return backend_ops.TensorSpec((None, *shape[1:]), keras.backend.standardize_dtype(a.dtype))
 
-    return tf.nest.map_structure(one, value)
+    return keras.tree.map_structure(one, value)
 
 
 class ProblemCache:
@@ -229,7 +256,7 @@ def get_problem(model: Any, x: Any, y: Any, loss: Any, clip_min: Any, clip_max: 
     if key not in cache:
         threshold = 0.0
         if head.binary and head.output == "model_output":
-            out = np.asarray(head.scores(x))
+            out = keras.ops.convert_to_numpy(head.scores(x))
             threshold = 0.5 if np.all(out >= 0) and np.all(out <= 1) else 0.0
         cache[key] = AttackProblem(head, mode, loss, x_spec, clip_min, clip_max, threshold)
     return cache[key]

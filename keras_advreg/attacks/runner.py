@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_advreg.attacks.problem import get_compiled, get_problem
+from keras_advreg.backend import ops as backend_ops
 
 _INT32 = 2**31 - 1
+_SMALLEST_BUCKET = 8
 
 
 @dataclasses.dataclass
@@ -37,10 +39,41 @@ class BatchResult:
         return (self.adversarial_predictions == self.ids[None, :]) & clean[None, :]
 
 
-def seed_for(base: int, batch: int, stage: int, restart: int, radius: int) -> tf.Tensor:
-    """The stateless seed of one compiled call: a pure function of where it runs."""
-    mixed = (batch * 7919 + stage * 104729 + restart * 1299709 + radius * 15485863) % _INT32
-    return tf.constant([base % _INT32, mixed], tf.int32)
+def rng_for(base: int, batch: int, stage: int, restart: int, radius: int) -> np.random.Generator:
+    """The random draws of one compiled call: a pure function of where it runs."""
+    return np.random.default_rng([base % _INT32, batch, stage, restart, radius])
+
+
+def _bucket(n: int) -> int:
+    """The padded number of rows of a call on a backend that compiles per shape (JAX): the
+    next power of two, so that subsets of any size share a few compiled functions."""
+    return max(_SMALLEST_BUCKET, 1 << max(n - 1, 0).bit_length())
+
+
+def _rows(tree: Any, index: np.ndarray) -> Any:
+    """The rows `index` of every array or tensor of a nest."""
+
+    def take(a):
+        if isinstance(a, np.ndarray):
+            return a[index]
+        return keras.ops.take(a, keras.ops.convert_to_tensor(index), axis=0)
+
+    return keras.tree.map_structure(take, tree)
+
+
+def _call(compiled: Any, x: Any, y: Any, epsilons: list, noise: list, variant: int) -> dict:
+    """`compiled.run` on `n` rows; on a backend without dynamic shapes, padded to a bucket
+    (copies of the first row, dropped from the results; every row is attacked on its own,
+    with its own draws, so the real rows' results do not change)."""
+    n = int(np.shape(keras.tree.flatten(y)[0])[0])
+    padded = n if backend_ops.dynamic_shapes() else _bucket(n)
+    if padded != n:
+        index = np.concatenate([np.arange(n), np.zeros(padded - n, np.int64)])
+        x, y, noise = _rows((x, y), index) + (_rows(noise, index),)
+    out = compiled.run(x, y, epsilons, noise, variant)
+    if padded == n:
+        return out
+    return {k: v[:, :n] if k.startswith("adversarial") else v[:n] for k, v in out.items()}
 
 
 def prepare(model: Any, attack: Any, x: Any, y: Any, loss: Any) -> tuple[Any, int]:
@@ -66,20 +99,18 @@ def attack_batch(
     """Attacks one batch with every stage of `attack` (see the module docstring)."""
     stages = attack.stages(problem)
     k = len(epsilons)
+    if backend_ops.name() != "tensorflow":  # arrays in, so that rows can be taken and padded
+        x, y = keras.tree.map_structure(np.asarray, (x, y))
+    n = int(np.shape(keras.tree.flatten(y)[0])[0])
     first = get_compiled(model, stages[0], problem, x, y, k)
-    out = first.run(
-        x,
-        y,
-        tf.constant(epsilons, tf.float32),
-        seed_for(seed, batch_index, 0, 0, 0),
-        tf.constant(stages[0].runtime_value(), tf.int32),
-    )
+    noise = [stages[0].draw(problem, n, rng_for(seed, batch_index, 0, 0, i)) for i in range(k)]
+    out = _call(first, x, y, list(epsilons), noise, stages[0].runtime_value())
     result = BatchResult(
-        ids=out["ids"].numpy(),
-        clean_predictions=out["clean_predictions"].numpy(),
-        zero_gradient=out["zero_gradient"].numpy(),
-        adversarial=out["adversarial"].numpy(),
-        adversarial_predictions=out["adversarial_predictions"].numpy(),
+        ids=out["ids"],
+        clean_predictions=out["clean_predictions"],
+        zero_gradient=out["zero_gradient"],
+        adversarial=np.array(out["adversarial"]),
+        adversarial_predictions=np.array(out["adversarial_predictions"]),
         broken_by=[{s.label: 0 for s in stages} for _ in epsilons],
     )
     clean = result.clean_predictions == result.ids
@@ -92,18 +123,18 @@ def attack_batch(
                 index = np.flatnonzero(result.robust[i])
                 if index.size == 0:
                     continue
-                xs, ys = tf.nest.map_structure(lambda a, ix=index: tf.gather(a, ix), (x, y))
+                xs, ys = _rows((x, y), index)
                 compiled = get_compiled(model, stage, problem, xs, ys, 1)
-                seed_i = seed_for(seed, batch_index, s, restart, i)
-                variant = tf.constant(stage.runtime_value(), tf.int32)
-                o = compiled.run(xs, ys, tf.constant([eps], tf.float32), seed_i, variant)
-                predictions = o["adversarial_predictions"].numpy()[0]
+                rng = rng_for(seed, batch_index, s, restart, i)
+                noise = [stage.draw(problem, index.size, rng)]
+                o = _call(compiled, xs, ys, [eps], noise, stage.runtime_value())
+                predictions = o["adversarial_predictions"][0]
                 newly = predictions != result.ids[index]
                 hit = index[newly]
-                result.adversarial[i, hit] = o["adversarial"].numpy()[0][newly]
+                result.adversarial[i, hit] = o["adversarial"][0][newly]
                 result.adversarial_predictions[i, hit] = predictions[newly]
                 result.broken_by[i][stage.label] += int(newly.sum())
     return result
 
 
-__all__ = ["BatchResult", "attack_batch", "prepare", "seed_for"]
+__all__ = ["BatchResult", "attack_batch", "prepare", "rng_for"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import numpy as np
+
 from keras_advreg.attacks import square_core
 from keras_advreg.attacks.base import Attack, register_attack
 from keras_advreg.utils import check_positive_int
@@ -71,7 +73,11 @@ class Square(Attack):
                 "loss compares logits). Received a model with 1 output unit."
             )
 
-    def perturb(self, problem, state, eps, seed):
+    def draw(self, problem: Any, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The initial stripes and each query's square of `n` examples (`square_core.draw`)."""
+        return square_core.draw(rng, n, problem.image_shape, self.queries)
+
+    def perturb(self, problem: Any, state: Any, eps: Any, noise: dict) -> tuple[Any, Any]:
         return square_core.square_linf(
             lambda v: problem.scores(state.x, v),
             state.v0,
@@ -79,9 +85,10 @@ class Square(Attack):
             eps,
             problem.lo,
             problem.hi,
+            stripes=noise["stripes"],
+            draws=noise["draws"],
             image_shape=problem.image_shape,
             queries=self.queries,
             p_init=self.p_init,
-            seed=seed,
             compact=problem.compactable,
         )

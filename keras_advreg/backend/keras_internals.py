@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import tensorflow as tf
-
 # Keras >= 3.8: the compiled-loss container of `Model.compile`, and the division of a
 # loss by the number of replicas (Keras' own train steps use both).
 from keras.src.losses.loss import unscale_loss_for_distribution  # noqa: F401
 from keras.src.trainers.compile_utils import CompileLoss  # noqa: F401
+
+from keras_advreg.utils import tensorflow_if_imported
 
 
 def loss_tracker(model: Any) -> Any:
@@ -57,9 +57,12 @@ def is_keras2_model(obj: Any) -> bool:
 
 def multi_worker(strategy: Any) -> bool:
     """Whether `strategy` is a `MultiWorkerMirroredStrategy` spanning more than one worker."""
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    tf = tensorflow_if_imported()  # no TensorFlow imported: no TensorFlow strategy either
+    return (
+        tf is not None
+        and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    )
 
 
 class MultiWorkerStepsMixin:
@@ -76,6 +79,8 @@ class MultiWorkerStepsMixin:
         axis=0)`, which fails on scalars; given `v[None]` it returns the replicas' mean."""
         if not multi_worker(self.distribute_strategy):
             return logs
+        import tensorflow as tf
+
         return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -83,6 +88,8 @@ class MultiWorkerStepsMixin:
         TensorFlow cannot do across workers for a tuple; this worker's own batch has them."""
         strategy = self.distribute_strategy
         if iterator is not None and multi_worker(strategy):
+            import tensorflow as tf
+
             for _, _, it in iterator:
                 data_batch = tf.nest.map_structure(
                     lambda v: (

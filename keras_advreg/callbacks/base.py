@@ -11,10 +11,9 @@ import copy
 from collections.abc import Mapping
 
 import keras
-import tensorflow as tf
 
 from keras_advreg.attacks.base import from_arguments
-from keras_advreg.utils import check_positive_int, require_tensorflow_backend
+from keras_advreg.utils import check_positive_int, is_tf_dataset, require_backend
 
 
 class AttackCallback(keras.callbacks.Callback):
@@ -33,12 +32,15 @@ class AttackCallback(keras.callbacks.Callback):
             1, like Keras' `validation_freq`), and of the last epoch.
     """
 
+    #: The Keras backends this callback runs on.
+    backends: tuple[str, ...] = ("tensorflow", "jax", "torch")
+
     def __init__(
         self, data, attack, attack_arguments, batch_size, loss, label_keys, every_n_epochs
     ):
         super().__init__()
-        require_tensorflow_backend(f"keras_advreg.{type(self).__name__}")
-        if not isinstance(data, (tf.data.Dataset, tuple, list, Mapping)):
+        require_backend(f"keras_advreg.{type(self).__name__}", self.backends)
+        if not (isinstance(data, (tuple, list, Mapping)) or is_tf_dataset(data)):
             raise TypeError(
                 "`data` must be `(x, y)` arrays, a dict of features and labels, or a "
                 f"tf.data.Dataset. Received: data of type {type(data).__name__}"

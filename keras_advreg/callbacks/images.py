@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from keras_advreg.attacks.generate import generate_adversarial_examples
 from keras_advreg.attacks.heads import attack_target
@@ -39,6 +38,8 @@ class AdversarialExamplesCallback(AttackCallback):
     ...     (x_val, y_val), "logs", attack=keras_advreg.attacks.PGD(
     ...         epsilon=0.2, clip_value_min=0.0, clip_value_max=1.0))  # doctest: +SKIP
     """
+
+    backends = ("tensorflow",)  # tf.summary writes the images
 
     def __init__(
         self,
@@ -109,6 +110,8 @@ class AdversarialExamplesCallback(AttackCallback):
         return x, np.asarray(y)
 
     def _write(self, epoch: int) -> None:
+        import tensorflow as tf  # tf.summary: TensorBoard's writer
+
         x, y = self._examples
         attack = self._attack
         eps = attack.epsilons[0]

@@ -15,9 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import tensorflow as tf
+import keras
 
-_TENSOR_SPECS = (tf.TensorSpec, tf.RaggedTensorSpec, tf.SparseTensorSpec)
+from keras_advreg.utils import is_tf_dataset, tensorflow_if_imported
+
+
+def _tensor_specs() -> tuple[type, ...]:
+    """TensorFlow's spec classes (none when TensorFlow was not imported)."""
+    tf = tensorflow_if_imported()
+    return () if tf is None else (tf.TensorSpec, tf.RaggedTensorSpec, tf.SparseTensorSpec)
 
 
 def as_key_tuple(keys: Any, name: str) -> tuple[str, ...]:
@@ -34,7 +40,7 @@ def _describe(data: Any) -> str:
     """A short repr of a structure: arrays/tensors shown as shape and dtype only."""
 
     def leaf(x):
-        if isinstance(x, _TENSOR_SPECS):
+        if isinstance(x, _tensor_specs()):
             return x
         if hasattr(x, "shape") and hasattr(x, "dtype"):
             return _Repr(f"{type(x).__name__}(shape={tuple(x.shape)}, dtype={x.dtype})")
@@ -42,7 +48,7 @@ def _describe(data: Any) -> str:
 
     if isinstance(data, (Mapping, list, tuple)):
         try:
-            return repr(tf.nest.map_structure(leaf, data))
+            return repr(keras.tree.map_structure(leaf, data))
         except (TypeError, ValueError):  # pragma: no cover - exotic structures
             pass
     return repr(leaf(data))
@@ -285,11 +291,13 @@ def _element_to_tuple(element, feature_key, label_key, sample_weight_key, receiv
 
 # --------------------------------------------------------------------------- data level
 def _convert(data: Any, element_fn: Callable, fn_name: str, keys: tuple) -> Any:
-    if isinstance(data, tf.data.Dataset):
+    if is_tf_dataset(data):
+        import tensorflow as tf
+
         spec = data.element_spec
         received = f"element_spec={spec!r}"
         leaves = tf.nest.flatten(spec)
-        if not leaves or not all(isinstance(s, _TENSOR_SPECS) for s in leaves):
+        if not leaves or not all(isinstance(s, _tensor_specs()) for s in leaves):
             raise TypeError(
                 f"`{fn_name}` needs a dataset whose elements are tensors or (nested) tuples/dicts "
                 f"of tensors. Received: {received}"
@@ -308,7 +316,7 @@ def _convert(data: Any, element_fn: Callable, fn_name: str, keys: tuple) -> Any:
         return data.map(fn)
 
     received = _describe(data)
-    leaves = tf.nest.flatten(data)
+    leaves = keras.tree.flatten(data)
     bad = [leaf for leaf in leaves if leaf is not None and not _is_array(leaf)]
     if not leaves or bad:
         raise TypeError(

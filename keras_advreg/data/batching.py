@@ -12,10 +12,10 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_advreg.backend.keras_internals import built_input_shapes
 from keras_advreg.data.adapters import unpack_batch
+from keras_advreg.utils import is_tensor, is_tf_dataset
 
 
 def label_mode(y: np.ndarray, num_classes: int) -> str:
@@ -47,12 +47,12 @@ def label_mode(y: np.ndarray, num_classes: int) -> str:
 
 def as_floatx(value: Any) -> Any:
     def convert(a):
-        a = np.asarray(a) if not tf.is_tensor(a) else a
+        a = np.asarray(a) if not is_tensor(a) else a
         if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
             return a.astype(keras.config.floatx(), copy=False)
         return a
 
-    return tf.nest.map_structure(convert, value)
+    return keras.tree.map_structure(convert, value)
 
 
 def _is_shape(value: Any) -> bool:
@@ -97,13 +97,13 @@ def _is_unbatched(spec: Any, model: Any, label_keys: Any, sample_weight_key: Any
     x_spec, y_spec, _ = unpack_batch(spec, label_keys, sample_weight_key)
     if y_spec is None:
         return False
-    y_leaves = tf.nest.flatten(y_spec)
+    y_leaves = keras.tree.flatten(y_spec)
     if any(s.shape.rank == 0 for s in y_leaves):
         return True
-    x_leaves = tf.nest.flatten(x_spec)
+    x_leaves = keras.tree.flatten(x_spec)
     ranks = _model_input_ranks(model) if model is not None else None
     if ranks is not None:
-        x_model = tf.nest.flatten(model_inputs(model, x_spec))
+        x_model = keras.tree.flatten(model_inputs(model, x_spec))
         features = [s.shape.rank for s in x_model]
         if len(features) == len(ranks) and None not in features:
             if sorted(features) == sorted(r - 1 for r in ranks):
@@ -132,17 +132,19 @@ def batches(
     def cut(x, y):
         nonlocal remaining
         if remaining is not None:
-            n = int(tf.nest.flatten(y)[0].shape[0])
+            n = int(keras.tree.flatten(y)[0].shape[0])
             if n > remaining:
-                x, y = tf.nest.map_structure(lambda a: a[:remaining], (x, y))
+                x, y = keras.tree.map_structure(lambda a: a[:remaining], (x, y))
                 n = remaining
             remaining -= n
         return x, y
 
-    if isinstance(data, tf.data.Dataset):
+    if is_tf_dataset(data):
         if _is_unbatched(data.element_spec, model, label_keys, sample_weight_key):
             data = data.batch(batch_size)
         for element in data:
+            if keras.backend.backend() != "tensorflow":  # the attacks take arrays there
+                element = keras.tree.map_structure(np.asarray, element)
             x, y, _ = unpack_batch(element, label_keys, sample_weight_key)
             if y is None:
                 raise ValueError(_NO_LABELS)
@@ -158,7 +160,7 @@ def batches(
         n = len(y) if remaining is None else min(len(y), remaining)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            yield tf.nest.map_structure(lambda a, s=start, e=stop: a[s:e], (x, y))
+            yield keras.tree.map_structure(lambda a, s=start, e=stop: a[s:e], (x, y))
         return
     raise TypeError(
         "`data` must be `(x, y)` arrays, a dict of features and labels, or a tf.data.Dataset "

@@ -11,8 +11,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import tensorflow as tf
-
 from keras_advreg.data.adapters import keys_arg, to_dict
 
 _MNIST_FILES = (
@@ -42,7 +40,9 @@ def _check_int(value: Any, name: str, minimum: int, allow_none: bool) -> None:
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
-def _normalize_images(x: tf.Tensor) -> tf.Tensor:
+def _normalize_images(x: Any) -> Any:
+    import tensorflow as tf
+
     if x.dtype.is_integer and x.dtype.is_unsigned:
         return tf.cast(x, tf.float32) / float(x.dtype.max)
     return x
@@ -157,6 +157,8 @@ def load_tfds(
                 )
 
     tfds = _import_tfds()
+    import tensorflow as tf
+
     load_kwargs: dict[str, Any] = {}
     if data_dir is not None:
         load_kwargs["data_dir"] = os.fspath(os.path.expanduser(data_dir))
@@ -185,7 +187,10 @@ def load_tfds(
         if batch_size is not None:
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if normalize:
-            ds = ds.map(_normalize_pair, num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(
+                tf.autograph.experimental.do_not_convert(_normalize_pair),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         if as_dict:
             ds = to_dict(ds, feature_key=feature_key, label_key=label_key)
         if prefetch:
@@ -194,6 +199,5 @@ def load_tfds(
     return datasets[0] if isinstance(split, str) else datasets
 
 
-@tf.autograph.experimental.do_not_convert
 def _normalize_pair(x, y):
     return _normalize_images(x), y

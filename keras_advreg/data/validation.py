@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from keras_advreg.utils import is_tensor, is_tf_dataset
 
 OPT_OUT = "pass check_finite=False to hand such data to the model anyway"
 
@@ -25,12 +26,18 @@ def _named_arrays(value: Any, name: str) -> list[tuple[str, np.ndarray]]:
         return [p for k, v in value.items() for p in _named_arrays(v, f"{name}[{k!r}]")]
     if isinstance(value, (list, tuple)):
         return [p for i, v in enumerate(value) for p in _named_arrays(v, f"{name}[{i}]")]
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        value = value.numpy()
+    if is_tensor(value):
+        value = _numpy(value)
     array = np.asarray(value) if not isinstance(value, np.ndarray) else value
     if array.dtype.kind not in "fc":
         return []
     return [(name, array)]
+
+
+def _numpy(value: Any) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
 
 
 def check_finite(
@@ -66,14 +73,14 @@ def check_fit_data(x: Any, y: Any = None, *, name: str = "`x`", model: Any = Non
     known: the features' shape against the input's, class-id labels against the outputs.
     """
     features, labels, where = x, y, name
-    if isinstance(x, tf.data.Dataset):
+    if is_tf_dataset(x):
         element = next(iter(x.take(1)), None)
         if element is None:
             raise ValueError(f"{name} is an empty dataset: there is nothing to train on.")
         features, labels, where = element, None, f"the first batch of the dataset {name}"
         if isinstance(element, (tuple, list)) and len(element) in (2, 3):
             features, labels = element[0], element[1]
-    elif not isinstance(x, (np.ndarray, tf.Tensor, Mapping, list, tuple)):
+    elif not (isinstance(x, (np.ndarray, Mapping, list, tuple)) or is_tensor(x)):
         return
     check_finite(features, labels, where=where)
     if model is not None:
@@ -100,7 +107,7 @@ def _check_against_model(features: Any, labels: Any, model: Any, where: str) -> 
     classes = output_shape[-1] if len(output_shape) >= 2 else None
     if labels is None or isinstance(labels, Mapping) or not classes or classes < 2:
         return
-    y = labels.numpy() if isinstance(labels, (tf.Tensor, tf.Variable)) else np.asarray(labels)
+    y = _numpy(labels) if is_tensor(labels) else np.asarray(labels)
     if y.dtype.kind in "iu" and y.size and (y.min() < 0 or y.max() >= classes):
         raise ValueError(
             f"{where}: labels must be class ids in [0, {classes}) for a base model with "

@@ -24,7 +24,7 @@ from keras_advreg.evaluation.checks import (
     sanity_warnings,
 )
 from keras_advreg.evaluation.report import RobustnessReport
-from keras_advreg.utils import check_positive_int, require_tensorflow_backend
+from keras_advreg.utils import check_positive_int, require_backend
 
 # Examples of the first batch that a weak attack is compared with APGD-CE on.
 GAP_SAMPLE = 128
@@ -124,7 +124,7 @@ def evaluate_robustness(
     >>> report.clean_accuracy, report.accuracy
     (0.5, {0.1: 0.5, 0.5: 0.0})
     """
-    require_tensorflow_backend("keras_advreg.evaluate_robustness")
+    require_backend("keras_advreg.evaluate_robustness")
     attack = from_arguments(
         attack,
         epsilons,

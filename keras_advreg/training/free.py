@@ -15,22 +15,25 @@ The weights are trained on the perturbed points only (the paper's objective), so
 of `fit` are those of the perturbed batches the weights were trained on, averaged over the
 replays, and `labeled_loss` (the clean term) is 0. One Keras step makes `free_replays` optimizer updates: to match the compute of
 `E` plain epochs, train for `E / free_replays` epochs.
+
+Free training runs on the TensorFlow backend only (it imports TensorFlow and NSL when a
+step is traced).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
-from keras_advreg.attacks.norms import random_in_norm_ball
-from keras_advreg.backend.nsl_private import NeighborSteps
-
 
 class FreeTrainingMixin:
     """The training step of `AdversarialRegularization` when `free_replays` is set."""
 
     def _free_train_step(self, features: Any, labels: Any, sample_weight: Any, extras: Any):
+        import tensorflow as tf
+
+        from keras_advreg.attacks.norms import random_in_norm_ball
+        from keras_advreg.backend.nsl_private import NeighborSteps
+
         self._require_loss("Training needs")
         config = self.adv_config
         features = tf.nest.map_structure(tf.convert_to_tensor, features)

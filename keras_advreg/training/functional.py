@@ -12,10 +12,6 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import tensorflow as tf
-
-from keras_advreg.attacks.norms import random_in_norm_ball
-from keras_advreg.backend.nsl_private import neighbor
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.utils import require_tensorflow_backend
 
@@ -29,10 +25,13 @@ def adversarial_loss(
     adv_config: Any = None,
     predictions: Any = None,
     labeled_loss: Any = None,
-    gradient_tape: tf.GradientTape | None = None,
+    gradient_tape: Any = None,
     model_kwargs: Mapping[str, Any] | None = None,
-) -> tf.Tensor:
+) -> Any:
     """The labeled loss of `model` on adversarial neighbours of `features` (NSL's function).
+
+    TensorFlow backend only: it takes NSL's `tf.GradientTape` (on JAX, train with
+    `AdversarialRegularization`, whose step computes the same term).
 
     Args:
         features: A tensor or a nest of tensors (the batch's features).
@@ -76,6 +75,11 @@ def adversarial_loss(
     ```
     """
     require_tensorflow_backend("keras_advreg.adversarial_loss")
+    import tensorflow as tf
+
+    from keras_advreg.attacks.norms import random_in_norm_ball
+    from keras_advreg.backend.nsl_private import neighbor
+
     config = AdvConfig.coerce(adv_config)
     if config.adv_loss != "labeled" or config.free_replays is not None:
         raise ValueError(

@@ -2,7 +2,8 @@
 
 `AdvConfig(adv_loss="trades")` trains on `loss(y, f(x)) + multiplier * KL(f(x) || f(x'))`,
 with `x'` found by maximising that KL (from a random start in the ball: the KL's gradient
-is zero at `x' = x`). The KL is NSL's (`nsl.lib.kl_divergence`).
+is zero at `x' = x`). The KL is NSL's (`nsl.lib.kl_divergence`). TRADES runs on the
+TensorFlow backend only, so TensorFlow and NSL are imported when its term is computed.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import tensorflow as tf
-
-from keras_advreg.backend.nsl import nsl
 
 ADV_LOSSES = ("labeled", "trades")
 _CLASSIFICATION_LOSSES = (
@@ -44,6 +42,8 @@ def classification_from_logits(loss: Any) -> bool:
 
 def probabilities(y_pred: Any, from_logits: bool) -> Any:
     """Class probabilities of a model output (softmax of logits; a 1-unit output: sigmoid)."""
+    import tensorflow as tf
+
     y_pred = tf.cast(y_pred, tf.float32)
     if y_pred.shape[-1] == 1:
         p = tf.sigmoid(y_pred) if from_logits else y_pred
@@ -53,6 +53,10 @@ def probabilities(y_pred: Any, from_logits: bool) -> Any:
 
 def trades_kl(clean: Any, adversarial: Any, sample_weight: Any = None) -> Any:
     """Mean over the batch of KL(clean || adversarial), NSL's KL, weighted per example."""
+    import tensorflow as tf
+
+    from keras_advreg.backend.nsl import nsl
+
     weights = (
         1.0 if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1])
     )

@@ -6,6 +6,11 @@ run on Keras 3. This class keeps NSL's semantics and NSL's perturbation math
 (`nsl.lib.gen_adv_neighbor`) and implements the training loop the Keras 3 way:
 a custom `train_step`/`test_step`, the compiled loss and metrics of `compile`,
 and `get_config`/`from_config` for `.keras` files.
+
+The class runs on the TensorFlow and JAX backends. On TensorFlow its step calls NSL's
+`gen_adv_neighbor`; on JAX the stateless step of `training/jax_step.py` computes the same
+neighbours with the same math in `keras.ops` (`training/neighbor.py`). TensorFlow and NSL
+are imported only by the TensorFlow code paths, when they run.
 """
 
 from __future__ import annotations
@@ -15,9 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
-import tensorflow as tf
 
-from keras_advreg.attacks.norms import random_in_norm_ball
 from keras_advreg.backend.keras_internals import (
     CompileLoss,
     MultiWorkerStepsMixin,
@@ -25,7 +28,6 @@ from keras_advreg.backend.keras_internals import (
     loss_tracker,
     unscale_loss_for_distribution,
 )
-from keras_advreg.backend.nsl_private import neighbor, random_start_neighbor
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
 from keras_advreg.data.validation import check_fit_data
 from keras_advreg.training.config import AdvConfig
@@ -39,7 +41,10 @@ from keras_advreg.training.routing import (
     looks_like_metrics,
     num_outputs,
 )
-from keras_advreg.utils import require_tensorflow_backend
+from keras_advreg.utils import require_backend
+
+#: The Keras backends `AdversarialRegularization` trains on.
+BACKENDS = ("tensorflow", "jax")
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
@@ -63,6 +68,14 @@ class AdversarialRegularization(
     `AdversarialRegularization(model)` changes nothing else in a training
     script: `compile`, `fit`, `evaluate`, `predict`, callbacks and `save` work as
     before. Prediction routes to the base model (labels are not needed).
+
+    It trains on Keras' TensorFlow and JAX backends with the same results (one
+    step agrees to 1e-5). On JAX the step is Keras' stateless
+    `train_step(state, data)`, with NSL's math in `keras.ops`; TRADES
+    (`adv_loss="trades"`) and "free" training (`free_replays`) run on
+    TensorFlow only and raise on JAX before any work, and the random start
+    (`random_init`) draws from JAX's generator (other draws than TensorFlow's).
+    On PyTorch the constructor raises.
 
     `save("model.keras")` writes the whole wrapper; `keras.models.load_model` reads
     it back only in a process that has run `import keras_advreg` (Keras finds
@@ -118,7 +131,7 @@ class AdversarialRegularization(
     ):
         kwargs.setdefault("name", "adversarial_regularization")
         super().__init__(**kwargs)
-        require_tensorflow_backend("keras_advreg.AdversarialRegularization")
+        require_backend("keras_advreg.AdversarialRegularization", BACKENDS)
         if not isinstance(base_model, keras.Model):
             hint = ""
             if is_keras2_model(base_model):
@@ -136,6 +149,7 @@ class AdversarialRegularization(
         self.label_keys = as_key_tuple(label_keys, "label_keys")
         self.sample_weight_key = sample_weight_key
         self.adv_config = AdvConfig.coerce(adv_config)
+        check_backend_support(self.adv_config)
         self.base_with_labels_in_features = bool(base_with_labels_in_features)
         self.check_finite = bool(check_finite)
         outputs = num_outputs(base_model)
@@ -197,6 +211,7 @@ class AdversarialRegularization(
 
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
         """`keras.Model.fit`, after a check that the data holds no NaN or Inf (`check_finite`)."""
+        check_backend_support(self.adv_config)
         if self.check_finite:
             check_fit_data(x, y, model=self.base_model)
         return super().fit(x, y, *args, **kwargs)
@@ -331,10 +346,10 @@ class AdversarialRegularization(
 
     # ------------------------------------------------------------------ adversarial math
     def _dense_features(self, features: Any) -> list:
-        flat = tf.nest.flatten(features)
+        flat = keras.tree.flatten(features)
         dense = [t for t in flat if is_perturbable(t)]
         if not dense:
-            specs = tf.nest.map_structure(
+            specs = keras.tree.map_structure(
                 lambda t: f"{getattr(t, 'dtype', type(t).__name__)!s}", features
             )
             raise ValueError(
@@ -354,6 +369,9 @@ class AdversarialRegularization(
         self, features, labels, sample_weight, extras, labeled_loss, tape, config, training
     ):
         """NSL's adversarial neighbour of `features` (FGSM or PGD)."""
+        from keras_advreg.attacks.norms import random_in_norm_ball
+        from keras_advreg.backend.nsl_private import neighbor
+
         model_fn = lambda f: self._call_base(f, extras, training=training)  # noqa: E731
         loss_fn = self._adversarial_loss_fn(labels, sample_weight)
         adv, _ = neighbor(
@@ -363,6 +381,8 @@ class AdversarialRegularization(
 
     def _forward(self, features, labels, sample_weight, extras, training, outer_tape=None):
         """Clean forward pass, total labeled loss and scaled adversarial loss."""
+        import tensorflow as tf
+
         self._require_loss("Training and evaluation need")
         features = tf.nest.map_structure(tf.convert_to_tensor, features)
         dense = self._dense_features(features)
@@ -391,6 +411,11 @@ class AdversarialRegularization(
 
     def _forward_trades(self, features, labels, sample_weight, extras, training, outer_tape=None):
         """TRADES: the labeled loss plus `multiplier` * KL(f(x) || f(x_adv))."""
+        import tensorflow as tf
+
+        from keras_advreg.attacks.norms import random_in_norm_ball
+        from keras_advreg.backend.nsl_private import random_start_neighbor
+
         self._require_loss("Training and evaluation need")
         features = tf.nest.map_structure(tf.convert_to_tensor, features)
         self._dense_features(features)
@@ -427,6 +452,8 @@ class AdversarialRegularization(
         return self.adv_config.to_nsl_neighbor_config(**overrides)
 
     def _record(self, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
+        import tensorflow as tf
+
         batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
         loss_tracker(self).update_state(
             unscale_loss_for_distribution(total), sample_weight=batch_size
@@ -439,7 +466,17 @@ class AdversarialRegularization(
         )
         return self.compute_metrics(features, labels, y_pred, sample_weight=sample_weight)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One training step: `train_step(data)` on TensorFlow (NSL's neighbours, a
+        `tf.GradientTape`); on JAX Keras' stateless `train_step(state, data)`, returning
+        `(logs, state)` (`training/jax_step.py`)."""
+        if keras.backend.backend() == "jax":
+            from keras_advreg.training import jax_step
+
+            return jax_step.train_step(self, *args)
+        import tensorflow as tf
+
+        (data,) = args
         features, labels, sample_weight, extras = self._unpack(data)
         if self.adv_config.free_replays is not None:
             return self._step_logs(self._free_train_step(features, labels, sample_weight, extras))
@@ -455,7 +492,14 @@ class AdversarialRegularization(
         logs = self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
         return self._step_logs(logs)
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        """One evaluation step (the training objective, no update): `test_step(data)` on
+        TensorFlow, the stateless `test_step(state, data)` -> `(logs, state)` on JAX."""
+        if keras.backend.backend() == "jax":
+            from keras_advreg.training import jax_step
+
+            return jax_step.test_step(self, *args)
+        (data,) = args
         features, labels, sample_weight, extras = self._unpack(data)
         y_pred, loss, scaled_adv_loss = self._forward_fn()(
             features, labels, sample_weight, extras, training=False
@@ -470,3 +514,25 @@ class AdversarialRegularization(
                 f"{what} the loss: call `model.compile(optimizer, loss=...)` first. "
                 "Received: a model compiled without `loss`, or not compiled"
             )
+
+
+def check_backend_support(config: AdvConfig) -> None:
+    """Raises before any work when `config` asks for a method the backend does not run.
+
+    TRADES (`adv_loss="trades"`) and "free" training (`free_replays`) are TensorFlow code
+    (NSL's KL and step pieces); FGSM/PGD with NSL's labeled loss run on every backend of
+    `BACKENDS`.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if config.adv_loss != "labeled":
+        raise ValueError(
+            f"adv_loss={config.adv_loss!r} runs on the TensorFlow backend only. "
+            f"Received: adv_loss={config.adv_loss!r} on backend={backend!r}"
+        )
+    if config.free_replays is not None:
+        raise ValueError(
+            '"Free" adversarial training (`free_replays`) runs on the TensorFlow backend only. '
+            f"Received: free_replays={config.free_replays!r} on backend={backend!r}"
+        )

@@ -1,11 +1,13 @@
-"""`perturb_on_batch`: NSL's method of the same name, compiled per perturbation config."""
+"""`perturb_on_batch`: NSL's method of the same name, compiled per perturbation config
+(a `tf.function` of NSL's `gen_adv_neighbor` on TensorFlow, a `jax.jit` of the same math in
+`keras.ops` on JAX)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import tensorflow as tf
+import keras
 
 from keras_advreg.training.config import NEIGHBOR_FIELDS
 
@@ -36,6 +38,15 @@ class PerturbOnBatchMixin:
             )
         self._require_loss("`perturb_on_batch` needs")
         overrides = {k: v for k, v in config_overrides.items() if v is not None}
+        if keras.backend.backend() == "jax":
+            from keras_advreg.training import jax_step
+
+            features, labels, sample_weight, extras = self._unpack(x)
+            config = self.adv_config.replace(**overrides)
+            adv = jax_step.perturb(self, config, features, labels, sample_weight, extras)
+            return _put_back(x, adv)
+        import tensorflow as tf
+
         config = self._neighbor_config(**overrides)
         features, labels, sample_weight, extras = self._unpack(x)
         to_tensor = lambda t: tf.convert_to_tensor(t) if t is not None else None  # noqa: E731
@@ -44,10 +55,7 @@ class PerturbOnBatchMixin:
         sample_weight = to_tensor(sample_weight)
         self._dense_features(features)  # a clear error for integer-only features, before tracing
         adv = _to_numpy(self._perturb_function(config)(features, labels, sample_weight, extras))
-        if isinstance(x, Mapping):
-            return {**{k: _to_numpy(v) for k, v in x.items()}, **adv}
-        rest = tuple(_to_numpy(t) for t in tuple(x)[1:])
-        return (adv, *rest)
+        return _put_back(x, adv)
 
     def _perturb_function(self, config):
         """A compiled `perturb_on_batch` for one perturbation config (cached until recompiled).
@@ -55,6 +63,8 @@ class PerturbOnBatchMixin:
         NSL's method runs eagerly, which costs several times the compiled step per batch in
         Keras 3; the math is the same.
         """
+        import tensorflow as tf
+
         key = repr(sorted((k, repr(v)) for k, v in vars(config).items()))
         cache = self._perturb_cache.functions
         if key not in cache:
@@ -75,11 +85,23 @@ class PerturbOnBatchMixin:
 
 
 class FunctionCache:
-    """Holds compiled functions out of Keras' attribute tracking."""
+    """Holds compiled functions (and the JAX step's random seed) out of Keras' attribute
+    tracking."""
 
     def __init__(self):
         self.functions: dict = {}
+        self.seed: int | None = None
 
 
 def _to_numpy(value: Any) -> Any:
-    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, value)
+    return keras.tree.map_structure(
+        lambda t: keras.ops.convert_to_numpy(t) if keras.ops.is_tensor(t) else t, value
+    )
+
+
+def _put_back(batch: Any, adv: Any) -> Any:
+    """The perturbed features `adv` in the format of `batch`, as NumPy arrays."""
+    if isinstance(batch, Mapping):
+        return {**{k: _to_numpy(v) for k, v in batch.items()}, **adv}
+    rest = tuple(_to_numpy(t) for t in tuple(batch)[1:])
+    return (adv, *rest)

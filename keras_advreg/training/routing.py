@@ -7,11 +7,21 @@ from typing import Any
 
 import keras
 
-from keras_advreg.backend.nsl import adversarial_neighbor
-
 
 def is_perturbable(value: Any) -> bool:
-    return adversarial_neighbor.is_differentiable_tensor(value)
+    """Whether a feature is perturbed: a floating-point tensor of the backend.
+
+    On TensorFlow this is NSL's own test (`is_differentiable_tensor`: a `tf.Tensor` of a
+    floating-point, complex, resource or variant dtype); on the other backends a backend
+    tensor of a floating-point dtype. Integer, string and NumPy values are left as they are.
+    """
+    if keras.backend.backend() == "tensorflow":
+        from keras_advreg.backend.nsl import adversarial_neighbor
+
+        return adversarial_neighbor.is_differentiable_tensor(value)
+    if not keras.ops.is_tensor(value):
+        return False
+    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(value.dtype))
 
 
 def input_names(model: keras.Model) -> list[str] | None:

@@ -3,7 +3,8 @@
 The MNIST eps-0.3 recipes need it: a model attacked at full strength from the first step
 often never learns. The callback rewrites the model's `adv_config` (its `pgd_epsilon` and
 `adv_step_size`, in proportion) at the start of each epoch and retraces the train step,
-so a `.keras` file saved mid-warm-up holds the radius of that moment.
+so a `.keras` file saved mid-warm-up holds the radius of that moment. It runs wherever
+`AdversarialRegularization` does (TensorFlow and JAX: both retrace their step).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numbers
 
 import keras
 
-from keras_advreg.utils import check_positive_int, require_tensorflow_backend
+from keras_advreg.training.model import BACKENDS
+from keras_advreg.utils import check_positive_int, require_backend
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
@@ -38,7 +40,7 @@ class EpsilonSchedule(keras.callbacks.Callback):
 
     def __init__(self, epsilon: float | None = None, warmup_epochs: int = 5):
         super().__init__()
-        require_tensorflow_backend("keras_advreg.EpsilonSchedule")
+        require_backend("keras_advreg.EpsilonSchedule", BACKENDS)
         if epsilon is not None and (
             isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0
         ):
