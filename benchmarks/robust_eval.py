@@ -62,6 +62,10 @@ here one epoch on the MNIST training set):
   ART's members (APGD-CE, APGD-DLR, Square 5000) for the like-for-like ratio (target:
   ART / ours >= 5x).
 
+Last, unless `--skip-backends`: APGD-CE-100 at eps 0.1 on the same images on each installed
+Keras backend (TensorFlow, JAX, PyTorch), side by side (`benchmarks/backends.py`, one
+subprocess per backend: robust accuracy, first-call and warm wall/CPU seconds).
+
 Run: python benchmarks/robust_eval.py [--rounds 5] [--examples 10000] [--apgd-examples 1000]
 Quick: python benchmarks/robust_eval.py --rounds 1 --examples 2000 --skip-tutorial \\
     --apgd-examples 200 --traces 1 --aa-examples 20
@@ -75,6 +79,8 @@ import gzip
 import os
 import pathlib
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -411,6 +417,9 @@ def main():
     parser.add_argument("--skip-tutorial", action="store_true")
     parser.add_argument("--skip-apgd", action="store_true")
     parser.add_argument("--skip-autoattack", action="store_true")
+    parser.add_argument(
+        "--skip-backends", action="store_true", help="skip APGD-CE on each Keras backend"
+    )
     parser.add_argument("--skip-art", action="store_true")
     args = parser.parse_args()
 
@@ -623,6 +632,18 @@ def main():
             )
     if art_note:
         print(f"\n{art_note}")
+    if not args.skip_backends:
+        # One process has one Keras backend: `benchmarks/backends.py` runs each in its own.
+        print("\nThe same attack on each installed Keras backend (benchmarks/backends.py):")
+        subprocess.run(
+            [
+                sys.executable, str(pathlib.Path(__file__).with_name("backends.py")),
+                "--attack", "apgd-ce", "--eps", str(APGD_EPS),
+                "--examples", str(args.apgd_examples), "--batch", str(args.apgd_batch),
+                "--model", str(args.model), "--mnist-dir", str(args.mnist_dir),
+            ],
+            check=False,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
