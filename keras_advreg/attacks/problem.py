@@ -189,7 +189,11 @@ class CompiledAttack:
                 specs((), "int32"),
             ]
             target = self.problem.head.model
-            self._compiled[layout] = backend_ops.compile(self._run, target.variables, signature)
+
+            def attack(x, y, eps, noise, variant):  # one function object per compilation:
+                return self._run(x, y, eps, noise, variant)  # no TF "retracing" warnings
+
+            self._compiled[layout] = backend_ops.compile(attack, target.variables, signature)
         out = self._compiled[layout](
             x, y, np.asarray(eps, "float32"), noise, np.asarray(variant, "int32")
         )
