@@ -56,8 +56,11 @@ if _lazy_import():
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         import importlib
 
-        # As the eager imports do: NSL through the shim first.
-        importlib.import_module("keras_advreg.backend.nsl")
+        # As the eager imports do: NSL through the shim first (TensorFlow backend only).
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            importlib.import_module("keras_advreg.backend.nsl")
         module = importlib.import_module(module_name)
         value = module if name == "attacks" else getattr(module, name)
         globals()[name] = value

@@ -119,6 +119,17 @@ def test_callback_logs_before_early_stopping_during_fit(tmp_path):
     assert seen[-1]["val_adv_accuracy"] == pytest.approx(report.accuracy[0.05])
 
 
+def test_a_model_without_input_gradient_is_reported_not_an_error():
+    # The input goes through an integer cast: no gradient reaches it on any backend.
+    quantise = keras.layers.Lambda(
+        lambda t: keras.ops.cast(keras.ops.cast(t * 4, "int32"), "float32")
+    )
+    model = keras.Sequential([keras.Input((2,)), quantise, keras.layers.Dense(2)])
+    report = keras_advreg.evaluate_robustness(model, (X, Y), attack="fgsm", epsilons=0.1)
+    assert report.zero_gradient_fraction == 1.0
+    assert any("gradient" in w for w in report.warnings)
+
+
 def test_tf_data_input_gives_the_same_report_as_arrays():
     tf = require("tensorflow")
     model = linear_model()

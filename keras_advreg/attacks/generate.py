@@ -68,7 +68,7 @@ def generate_adversarial_examples(
     if len(attack.epsilons) != 1:
         raise ValueError(f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}")
     target = attack_target(model)
-    x, y = model_inputs(target, as_floatx(x)), np.asarray(y)
+    x, y = model_inputs(target, as_floatx(x)), keras.ops.convert_to_numpy(y)
     problem, seed = prepare(model, attack, x, y, loss)
     check_labels(y, problem)
     result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, 0)

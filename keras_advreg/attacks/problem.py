@@ -54,7 +54,9 @@ class AttackProblem:
         self.threshold = threshold
         self._loss = attack_loss(head, label_mode, loss)
         if isinstance(x_spec, Mapping):  # clip values may be given per top-level feature name
-            paths = [k for k in sorted(x_spec) for _ in keras.tree.flatten(x_spec[k])]
+            # The leaves' names, in the order keras.tree flattens the features.
+            names = {k: keras.tree.map_structure(lambda _, k=k: k, v) for k, v in x_spec.items()}
+            paths = keras.tree.flatten(type(x_spec)(names) if type(x_spec) is not dict else names)
         else:
             paths = [""] * len(keras.tree.flatten(x_spec))
         leaves = keras.tree.flatten(x_spec)
@@ -255,7 +257,7 @@ def get_problem(model: Any, x: Any, y: Any, loss: Any, clip_min: Any, clip_max: 
     if head_key not in cache:
         cache[head_key] = make_head(model, x, custom_loss=loss is not None)
     head: Head = cache[head_key]
-    mode = find_label_mode(np.asarray(y), head.num_classes)
+    mode = find_label_mode(keras.ops.convert_to_numpy(y), head.num_classes)
     key = ("problem", head_key, mode, id(loss), repr(clip_min), repr(clip_max))
     if key not in cache:
         threshold = 0.0
@@ -279,7 +281,7 @@ def get_compiled(model: Any, attack: Any, problem: AttackProblem, x: Any, y: Any
 def check_labels(y: Any, problem: AttackProblem) -> None:
     if problem.label_mode == "categorical":
         return
-    y = np.asarray(y)
+    y = keras.ops.convert_to_numpy(y)
     if y.size and (y.min() < 0 or y.max() >= problem.num_classes):
         raise ValueError(
             f"Labels must be class ids in [0, {problem.num_classes}). Received labels from "

@@ -64,7 +64,8 @@ def _rows(tree: Any, index: np.ndarray) -> Any:
 def _call(compiled: Any, x: Any, y: Any, epsilons: list, noise: list, variant: int) -> dict:
     """`compiled.run` on `n` rows; on a backend without dynamic shapes, padded to a bucket
     (copies of the first row, dropped from the results; every row is attacked on its own,
-    with its own draws, so the real rows' results do not change)."""
+    with its own draws, so the real rows' results do not change, unless a user's `loss`
+    reduces over the batch: then the copies weigh in its mean, as other batch sizes would)."""
     n = int(np.shape(keras.tree.flatten(y)[0])[0])
     padded = n if backend_ops.dynamic_shapes() else _bucket(n)
     if padded != n:
@@ -100,7 +101,7 @@ def attack_batch(
     stages = attack.stages(problem)
     k = len(epsilons)
     if backend_ops.name() != "tensorflow":  # arrays in, so that rows can be taken and padded
-        x, y = keras.tree.map_structure(np.asarray, (x, y))
+        x, y = keras.tree.map_structure(keras.ops.convert_to_numpy, (x, y))
     n = int(np.shape(keras.tree.flatten(y)[0])[0])
     first = get_compiled(model, stages[0], problem, x, y, k)
     noise = [stages[0].draw(problem, n, rng_for(seed, batch_index, 0, 0, i)) for i in range(k)]

@@ -20,7 +20,9 @@ def value_and_grad(fn: Callable[[Any], tuple[Any, Any]], v: Any) -> tuple[Any, A
     with torch.enable_grad():
         v = v.detach().requires_grad_(True)
         total, aux = fn(v)
-        (grad,) = torch.autograd.grad(total, v, allow_unused=True)
+        grad = None
+        if total.requires_grad:  # else nothing in `total` depends on `v` (e.g. an int cast)
+            (grad,) = torch.autograd.grad(total, v, allow_unused=True)
     grad = torch.zeros_like(v) if grad is None else grad
     aux = keras.tree.map_structure(lambda t: t.detach() if torch.is_tensor(t) else t, aux)
     return aux, grad.detach()
