@@ -288,8 +288,8 @@ def test_apgd_validates_its_arguments():
         apgd(None, v0, [0], 0.1, 0.0, 1.0, norm="l2", steps=0, loss_fn="ce")
 
 
-@cross_backend
 # --------------------------------------------------------------------------- across backends
+@cross_backend
 def test_apgd_gives_the_same_points_on_every_backend(tmp_path):
     tests = Path(__file__).resolve().parent
     code = (
