@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from keras_advreg.attacks.heads import class_mask, max_other, true_logit
 from keras_advreg.backend import ops as backend_ops
 
 __all__ = [
@@ -43,25 +44,6 @@ def _check_norm(norm: Any) -> None:
 
 
 # --------------------------------------------------------------------------- losses
-def _num_classes(z: Any) -> Any:
-    classes = z.shape[-1]
-    return ops.shape(z)[-1] if classes is None else classes
-
-
-def _true_mask(z: Any, ids: Any) -> Any:
-    return ops.equal(ops.arange(_num_classes(z), dtype="int32")[None, :], ids[:, None])
-
-
-def _true_logit(z: Any, ids: Any) -> Any:
-    # A masked sum (exact: the other terms are zeros) rather than a gather, whose gradient
-    # differs in form between backends.
-    return ops.sum(ops.where(_true_mask(z, ids), z, ops.zeros_like(z)), axis=1)
-
-
-def _max_other(z: Any, ids: Any) -> Any:
-    return ops.max(ops.where(_true_mask(z, ids), ops.full_like(z, -np.inf), z), axis=1)
-
-
 def _sorted_logits(z: Any, k: int) -> Any:
     """The `k` largest logits, decreasing; with fewer classes the smallest one is repeated."""
     classes = z.shape[-1]
@@ -90,8 +72,8 @@ def cross_entropy(z: Any, ids: Any) -> Any:
         `(batch,)` losses (to maximise).
     """
     z, ids = _prepare(z, ids)
-    shifted = z - _true_logit(z, ids)[:, None]
-    others = ops.where(_true_mask(z, ids), ops.full_like(z, -np.inf), shifted)
+    shifted = z - true_logit(z, ids)[:, None]
+    others = ops.where(class_mask(z, ids), ops.full_like(z, -np.inf), shifted)
     return ops.softplus(ops.logsumexp(others, axis=1))
 
 
@@ -107,7 +89,7 @@ def dlr(z: Any, ids: Any) -> Any:
     """
     z, ids = _prepare(z, ids)
     top = _sorted_logits(z, 3)
-    return -(_true_logit(z, ids) - _max_other(z, ids)) / (top[:, 0] - top[:, 2] + 1e-12)
+    return -(true_logit(z, ids) - max_other(z, ids)) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def targeted_dlr(z: Any, ids: Any, target_ids: Any) -> Any:
@@ -124,7 +106,7 @@ def targeted_dlr(z: Any, ids: Any, target_ids: Any) -> Any:
     z, ids = _prepare(z, ids)
     target_ids = ops.cast(target_ids, "int32")
     top = _sorted_logits(z, 4)
-    margin = _true_logit(z, ids) - _true_logit(z, target_ids)
+    margin = true_logit(z, ids) - true_logit(z, target_ids)
     return -margin / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 

@@ -150,11 +150,22 @@ def make_head(model: Any, probe_x: Any, custom_loss: bool) -> Head:
     )
 
 
-def _class_mask(z: Any, ids: Any) -> Any:
-    """`(batch, C)` bool: True at each example's class."""
+def class_mask(z: Any, ids: Any) -> Any:
+    """`(batch, C)` bool: True at each example's class (`ids`: int32 `(batch,)`)."""
     classes = z.shape[-1]
     classes = ops.shape(z)[-1] if classes is None else classes
     return ops.equal(ops.arange(classes, dtype="int32")[None, :], ids[:, None])
+
+
+def true_logit(z: Any, ids: Any) -> Any:
+    """`z_y` per example. A masked sum (exact: the other terms are zeros) rather than a
+    gather, whose gradient differs in form between backends."""
+    return ops.sum(ops.where(class_mask(z, ids), z, ops.zeros_like(z)), axis=-1)
+
+
+def max_other(z: Any, ids: Any) -> Any:
+    """`max_{i != y} z_i` per example."""
+    return ops.max(ops.where(class_mask(z, ids), ops.full_like(z, -np.inf), z), axis=-1)
 
 
 def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
@@ -194,7 +205,7 @@ def attack_loss(head: Head, label_mode: str, loss: Any) -> Callable:
         gradient stays exact where the softmax saturates (the usual `softmax - onehot`
         rounds to 0 once p_y rounds to 1 in float32, which looks like gradient masking)."""
         z = ops.convert_to_tensor(z)
-        is_label = _class_mask(z, true_ids(y, label_mode))
+        is_label = class_mask(z, true_ids(y, label_mode))
         z_y = ops.sum(ops.where(is_label, z, ops.zeros_like(z)), axis=-1, keepdims=True)
         others = ops.where(is_label, ops.full_like(z, -1e9), z - z_y)
         return ops.softplus(ops.logsumexp(others, axis=-1))
@@ -211,11 +222,18 @@ def true_ids(y: Any, label_mode: str) -> Any:
 
 def margin(z: Any, ids: Any) -> Any:
     """`z_y - max_{i != y} z_i` per example: negative once the example is misclassified."""
-    z = ops.convert_to_tensor(z)
-    is_label = _class_mask(z, ops.cast(ids, "int32"))
-    z_y = ops.sum(ops.where(is_label, z, ops.zeros_like(z)), axis=-1)
-    others = ops.where(is_label, ops.full_like(z, -np.inf), z)
-    return z_y - ops.max(others, axis=-1)
+    z, ids = ops.convert_to_tensor(z), ops.cast(ids, "int32")
+    return true_logit(z, ids) - max_other(z, ids)
 
 
-__all__ = ["Head", "attack_loss", "attack_target", "make_head", "margin", "true_ids"]
+__all__ = [
+    "Head",
+    "attack_loss",
+    "attack_target",
+    "class_mask",
+    "make_head",
+    "margin",
+    "max_other",
+    "true_ids",
+    "true_logit",
+]

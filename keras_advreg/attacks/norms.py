@@ -117,15 +117,7 @@ def project(delta: Any, radius: Any, norm: str) -> Any:
     tensors = [keras.ops.convert_to_tensor(t) for t in keras.tree.flatten(delta)]
     if not tensors:
         return delta
-    squared = [
-        keras.ops.sum(keras.ops.square(t), axis=tuple(range(1, len(t.shape))))
-        if len(t.shape) > 1
-        else keras.ops.square(t)
-        for t in tensors
-    ]
-    total = squared[0]
-    for s in squared[1:]:
-        total = total + s
+    total = _reduce_across_tensors(keras.ops.sum, [keras.ops.square(t) for t in tensors])
     length = keras.ops.sqrt(keras.ops.maximum(total, EPSILON**2))
     scale = keras.ops.where(length <= radius, keras.ops.ones_like(length), radius / length)
     out = [t * _expand_to_rank(scale, len(t.shape)) for t in tensors]

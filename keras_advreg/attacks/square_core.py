@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from keras_advreg.attacks.heads import margin as logit_margin
 from keras_advreg.backend import ops as backend_ops
 
 __all__ = ["draw", "size_schedule", "square_linf"]
@@ -105,11 +106,8 @@ def draw(
 def _margin(z: Any, ids: Any) -> tuple[Any, Any]:
     """`z_y - max_{i != y} z_i` and whether `argmax(z) != y`."""
     z = ops.cast(z, "float32")
-    true = ops.equal(ops.arange(ops.shape(z)[1], dtype="int32")[None, :], ids[:, None])
-    z_y = ops.take_along_axis(z, ids[:, None], axis=1)[:, 0]
-    other = ops.max(ops.where(true, -float("inf"), z), axis=1)
     wrong = ops.not_equal(ops.cast(ops.argmax(z, axis=1), "int32"), ids)
-    return z_y - other, wrong
+    return logit_margin(z, ids), wrong
 
 
 def _check_shape(name: str, value: Any, expected: tuple) -> None:
