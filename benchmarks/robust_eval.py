@@ -60,7 +60,10 @@ here one epoch on the MNIST training set):
   9 other classes in class order). Its default members (5 restarts each, DeepFool) cost
   several times more. Ours is timed twice: the standard version, and a "custom" one with
   ART's members (APGD-CE, APGD-DLR, Square 5000) for the like-for-like ratio (target:
-  ART / ours >= 5x).
+  ART / ours >= 5x). AutoAttack runs on the model behind a layer that counts the rows
+  (images) passed through it, with or without a backward pass: printed are the forward
+  rows per image and the CPU time per row of each, and ART's rows over ours (see also
+  `benchmarks/square_passes.py`: Square alone, next to its floor of forward passes).
 
 Last, unless `--skip-backends`: APGD-CE-100 at eps 0.1 on the same images on each installed
 Keras backend (TensorFlow, JAX, PyTorch), side by side (`benchmarks/backends.py`, one
@@ -297,6 +300,26 @@ def trained_model(path: pathlib.Path, mnist_dir: pathlib.Path) -> tuple[keras.Mo
     return model, f"the tutorial CNN trained here 1 epoch on MNIST ({path} not found)"
 
 
+# --------------------------------------------------------------------------- counting
+class RowCounter(keras.layers.Layer):
+    """The identity, adding the number of rows of each call to `rows`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.rows = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def call(self, x):
+        self.rows.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+        return x
+
+
+def counted(model: keras.Model) -> tuple[keras.Model, RowCounter]:
+    """`model` behind a `RowCounter` (same weights, same outputs)."""
+    counter = RowCounter()
+    inputs = keras.Input(model.input_shape[1:])
+    return keras.Model(inputs, model(counter(inputs))), counter
+
+
 # --------------------------------------------------------------------------- ART
 def import_art():
     try:
@@ -425,6 +448,7 @@ def main():
 
     keras.utils.set_random_seed(0)
     methods: dict[str, Method] = {}
+    aa_rows: dict[str, list[int]] = {}  # AutoAttack: forward rows through the model per run
     warm: list[Callable] = []  # untimed first calls (tracing), run before the rounds
 
     # ---------------------------------------------------------------- FGSM / PGD
@@ -496,6 +520,10 @@ def main():
                 model, data, attack=attack, batch_size=args.apgd_batch, warn=False
             )
 
+        # AutoAttack runs on the model behind a row counter: the forward rows each makes.
+        aa_model, aa_counter = counted(amodel)
+        art_aa = make_art(art, aa_model, args.apgd_batch)[1] if art else None
+
         def ours_aa(data, eps, members=None):
             version = "standard" if members is None else "custom"
             attack = attacks.AutoAttack(
@@ -503,8 +531,17 @@ def main():
                 clip_value_max=1.0, seed=0,
             )  # fmt: skip
             return evaluate_robustness(
-                amodel, data, attack=attack, batch_size=args.apgd_batch, warn=False
+                aa_model, data, attack=attack, batch_size=args.apgd_batch, warn=False
             )
+
+        def counting(name, fn):
+            def run():
+                before = int(aa_counter.rows.numpy())
+                out = fn()
+                aa_rows.setdefault(name, []).append(int(aa_counter.rows.numpy()) - before)
+                return out
+
+            return run
 
         if not args.skip_apgd:
             copies = [amodel] + [clone(amodel) for _ in range(args.traces - 1)]
@@ -526,19 +563,24 @@ def main():
         if not args.skip_autoattack:
             xs, ys = mx[:n_aa], my[:n_aa]
             for eps in AA_EPS:
-                methods[f"evaluate_robustness AutoAttack, eps {eps}"] = Method(
-                    lambda eps=eps: ours_aa((xs, ys), eps), n_aa, args.aa_rounds
+                name = f"evaluate_robustness AutoAttack, eps {eps}"
+                methods[name] = Method(
+                    counting(name, lambda eps=eps: ours_aa((xs, ys), eps)), n_aa, args.aa_rounds
                 )
             warm.append(lambda: ours_aa((mx[:32], my[:32]), AA_EPS[0]))  # traces every stage
             for eps in AA_EPS:  # the members ART's AutoAttack runs below
-                methods[f"{SAME_AS_ART}, eps {eps}"] = Method(
-                    lambda eps=eps: ours_aa((xs, ys), eps, list(ART_MEMBERS)), n_aa, args.aa_rounds
+                name = f"{SAME_AS_ART}, eps {eps}"
+                methods[name] = Method(
+                    counting(name, lambda eps=eps: ours_aa((xs, ys), eps, list(ART_MEMBERS))),
+                    n_aa,
+                    args.aa_rounds,
                 )
             warm.append(lambda: ours_aa((mx[:32], my[:32]), AA_EPS[0], list(ART_MEMBERS)))
-            if art_fns:
+            if art_aa:
                 for eps in AA_EPS:
-                    methods[f"{ART_AA}, eps {eps}"] = Method(
-                        lambda eps=eps: art_fns[1](xs, ys, eps), n_aa, args.aa_rounds
+                    name = f"{ART_AA}, eps {eps}"
+                    methods[name] = Method(
+                        counting(name, lambda eps=eps: art_aa(xs, ys, eps)), n_aa, args.aa_rounds
                     )
 
     for fn in warm:  # tracing is not timed
@@ -625,11 +667,19 @@ def main():
         ours_name, art_name = f"{SAME_AS_ART}, eps {eps}", f"{ART_AA}, eps {eps}"
         if ours_name in methods and art_name in methods:
             ours_m, art_m = methods[ours_name], methods[art_name]
+            rows = statistics.median(aa_rows[art_name]) / statistics.median(aa_rows[ours_name])
             print(
                 f"AutoAttack with the same members (APGD-CE, APGD-DLR, Square-5000) at eps {eps}: "
                 f"ART / ours: cpu {art_m.c / ours_m.c:.2f}x, wall {art_m.w / ours_m.w:.2f}x "
-                "(target >= 5x)"
+                f"(target >= 5x); forward rows through the model {rows:.2f}x, CPU per row "
+                f"{art_m.c / ours_m.c / rows:.2f}x"
             )
+    for name, counts in aa_rows.items():
+        n_rows = statistics.median(counts)
+        print(
+            f"  {name}: {n_rows / methods[name].images:.0f} forward rows per image, "
+            f"{methods[name].c / n_rows * 1e6:.0f} CPU us per row"
+        )
     if art_note:
         print(f"\n{art_note}")
     if not args.skip_backends:
