@@ -333,16 +333,21 @@ def import_art():
     return TensorFlowV2Classifier, AutoProjectedGradientDescent, SquareAttack, ArtAutoAttack
 
 
-def make_art(art, model: keras.Model, batch: int):
-    """`(apgd_ce(x, y, eps), autoattack(x, y, eps))`, each returning the accuracy it leaves."""
-    classifier_cls, apgd_cls, square_cls, autoattack_cls = art
-    classifier = classifier_cls(
+def art_classifier(art, model: keras.Model):
+    """ART's `TensorFlowV2Classifier` on the logits of `model`, inputs in [0, 1]."""
+    return art[0](
         model=model,
-        nb_classes=10,
+        nb_classes=model.output_shape[-1],
         input_shape=tuple(model.input_shape[1:]),
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         clip_values=(0.0, 1.0),
     )
+
+
+def make_art(art, model: keras.Model, batch: int):
+    """`(apgd_ce(x, y, eps), autoattack(x, y, eps))`, each returning the accuracy it leaves."""
+    _, apgd_cls, square_cls, autoattack_cls = art
+    classifier = art_classifier(art, model)
 
     def apgd(eps, loss_type):
         return apgd_cls(

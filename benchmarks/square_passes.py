@@ -41,6 +41,7 @@ from robust_eval import (  # noqa: E402
     DEFAULT_MNIST,
     DEFAULT_MODEL,
     Method,
+    art_classifier,
     counted,
     import_art,
     mnist,
@@ -79,14 +80,7 @@ def make_ours(model: keras.Model, eps: float, queries: int, batch: int):
 
 
 def make_art(art, model: keras.Model, eps: float, queries: int, batch: int):
-    classifier_cls, _, square_cls, _ = art
-    classifier = classifier_cls(
-        model=model,
-        nb_classes=model.output_shape[-1],
-        input_shape=tuple(model.input_shape[1:]),
-        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        clip_values=(0.0, 1.0),
-    )
+    square_cls, classifier = art[2], art_classifier(art, model)
 
     def run(x, y):
         np.random.seed(0)
@@ -117,15 +111,15 @@ def main() -> None:
     x, y = mnist(args.mnist_dir, "t10k")
     x, y = x[: args.examples], y[: args.examples]
     model, counter = counted(keras.models.load_model(args.model, compile=False))
+    ours_name, art_name = "ours: evaluate_robustness Square", "ART SquareAttack"
+    floor_name = f"floor: {args.queries + 2} compiled forward passes"
     fns = {
-        "ours: evaluate_robustness Square": make_ours(model, args.eps, args.queries, args.batch),
-        f"floor: {args.queries + 2} compiled forward passes": make_floor(
-            model, args.queries + 2, args.batch
-        ),
+        ours_name: make_ours(model, args.eps, args.queries, args.batch),
+        floor_name: make_floor(model, args.queries + 2, args.batch),
     }
     art = import_art()
     if art:
-        fns["ART SquareAttack"] = make_art(art, model, args.eps, args.queries, args.batch)
+        fns[art_name] = make_art(art, model, args.eps, args.queries, args.batch)
     for fn in fns.values():  # tracing and first calls are not timed
         fn(x[:16], y[:16])
     methods = {name: Method(lambda fn=fn: fn(x, y), len(y)) for name, fn in fns.items()}
@@ -151,11 +145,11 @@ def main() -> None:
         print(
             f"{name:<40} {m.c:7.1f} {m.w:7.1f} {r / (n * q):10.2f} {m.c / r * 1e6:10.1f} {robust:>7}"
         )
-    ours, floor = methods["ours: evaluate_robustness Square"], methods[list(fns)[1]]
+    ours, floor = methods[ours_name], methods[floor_name]
     print(f"\nours / floor: CPU {ours.c / floor.c:.2f}x, wall {ours.w / floor.w:.2f}x")
     if art:
-        art_m = methods["ART SquareAttack"]
-        ratio_rows = np.median(rows["ART SquareAttack"]) / np.median(rows[list(fns)[0]])
+        art_m = methods[art_name]
+        ratio_rows = np.median(rows[art_name]) / np.median(rows[ours_name])
         print(
             f"ART / ours: CPU {art_m.c / ours.c:.2f}x, wall {art_m.w / ours.w:.2f}x; forward rows "
             f"{ratio_rows:.2f}x; CPU per row {art_m.c / ours.c / ratio_rows:.2f}x"
