@@ -320,6 +320,18 @@ def counted(model: keras.Model) -> tuple[keras.Model, RowCounter]:
     return keras.Model(inputs, model(counter(inputs))), counter
 
 
+def counting(counter: RowCounter, fn: Callable, counts: list[int]) -> Callable:
+    """`fn`, appending to `counts` the rows `counter` saw during each call."""
+
+    def run():
+        before = int(counter.rows.numpy())
+        out = fn()
+        counts.append(int(counter.rows.numpy()) - before)
+        return out
+
+    return run
+
+
 # --------------------------------------------------------------------------- ART
 def import_art():
     try:
@@ -539,14 +551,8 @@ def main():
                 aa_model, data, attack=attack, batch_size=args.apgd_batch, warn=False
             )
 
-        def counting(name, fn):
-            def run():
-                before = int(aa_counter.rows.numpy())
-                out = fn()
-                aa_rows.setdefault(name, []).append(int(aa_counter.rows.numpy()) - before)
-                return out
-
-            return run
+        def counted_run(name, fn):
+            return counting(aa_counter, fn, aa_rows.setdefault(name, []))
 
         if not args.skip_apgd:
             copies = [amodel] + [clone(amodel) for _ in range(args.traces - 1)]
@@ -570,13 +576,13 @@ def main():
             for eps in AA_EPS:
                 name = f"evaluate_robustness AutoAttack, eps {eps}"
                 methods[name] = Method(
-                    counting(name, lambda eps=eps: ours_aa((xs, ys), eps)), n_aa, args.aa_rounds
+                    counted_run(name, lambda eps=eps: ours_aa((xs, ys), eps)), n_aa, args.aa_rounds
                 )
             warm.append(lambda: ours_aa((mx[:32], my[:32]), AA_EPS[0]))  # traces every stage
             for eps in AA_EPS:  # the members ART's AutoAttack runs below
                 name = f"{SAME_AS_ART}, eps {eps}"
                 methods[name] = Method(
-                    counting(name, lambda eps=eps: ours_aa((xs, ys), eps, list(ART_MEMBERS))),
+                    counted_run(name, lambda eps=eps: ours_aa((xs, ys), eps, list(ART_MEMBERS))),
                     n_aa,
                     args.aa_rounds,
                 )
@@ -585,7 +591,7 @@ def main():
                 for eps in AA_EPS:
                     name = f"{ART_AA}, eps {eps}"
                     methods[name] = Method(
-                        counting(name, lambda eps=eps: art_aa(xs, ys, eps)), n_aa, args.aa_rounds
+                        counted_run(name, lambda eps=eps: art_aa(xs, ys, eps)), n_aa, args.aa_rounds
                     )
 
     for fn in warm:  # tracing is not timed

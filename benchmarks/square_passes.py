@@ -38,11 +38,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from robust_eval import (  # noqa: E402
+    ART_MISSING,
     DEFAULT_MNIST,
     DEFAULT_MODEL,
     Method,
     art_classifier,
     counted,
+    counting,
     import_art,
     mnist,
 )
@@ -122,13 +124,14 @@ def main() -> None:
         fns[art_name] = make_art(art, model, args.eps, args.queries, args.batch)
     for fn in fns.values():  # tracing and first calls are not timed
         fn(x[:16], y[:16])
-    methods = {name: Method(lambda fn=fn: fn(x, y), len(y)) for name, fn in fns.items()}
-    rows = {name: [] for name in methods}
+    rows: dict[str, list[int]] = {name: [] for name in fns}
+    methods = {
+        name: Method(counting(counter, lambda fn=fn: fn(x, y), rows[name]), len(y))
+        for name, fn in fns.items()
+    }
     for _ in range(args.rounds):
-        for name, method in methods.items():
-            before = int(counter.rows.numpy())
+        for method in methods.values():
             method.time()
-            rows[name].append(int(counter.rows.numpy()) - before)
 
     n, q = len(y), args.queries
     print(
@@ -155,7 +158,7 @@ def main() -> None:
             f"{ratio_rows:.2f}x; CPU per row {art_m.c / ours.c / ratio_rows:.2f}x"
         )
     else:
-        print("ART not installed: pip install keras-advreg[bench]")
+        print(ART_MISSING)
 
 
 if __name__ == "__main__":
