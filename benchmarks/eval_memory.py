@@ -50,8 +50,8 @@ def worker(n: int, attack: str, batch: int) -> dict:
     data = tf.data.Dataset.range(n).map(example).batch(batch)
     start = time.perf_counter()
     report = keras_advreg.evaluate_robustness(
-        model, data, attack=attack, epsilons=0.1, clip_value_min=0.0, clip_value_max=1.0,
-        warn=False,
+        model, data, epsilons=0.1, warn=False,
+        attack=keras_advreg.attacks.get(attack, clip_value_min=0.0, clip_value_max=1.0),
     )  # fmt: skip
     return {
         "examples": report.num_examples,

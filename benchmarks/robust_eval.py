@@ -482,10 +482,8 @@ def main():
                 model,
                 (x, y),
                 epsilons=epsilons,
-                attack=attack,
+                attack=attacks.get(attack, clip_value_min=0.0, clip_value_max=1.0),
                 batch_size=BATCH,
-                clip_value_min=0.0,
-                clip_value_max=1.0,
                 warn=False,
             )
 

@@ -45,7 +45,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_advreg import AdvConfig, AdversarialRegularization, EpsilonSchedule  # noqa: E402
-from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train  # noqa: E402
 from keras_advreg.apps.robust_mnist import (  # noqa: E402
     LOSS,
     RECIPES,
@@ -53,6 +52,7 @@ from keras_advreg.apps.robust_mnist import (  # noqa: E402
     build_network,
 )
 from keras_advreg.attacks import AutoAttack  # noqa: E402
+from keras_advreg.data.datasets import load_mnist_test, load_mnist_train  # noqa: E402
 from keras_advreg.evaluation import evaluate_robustness  # noqa: E402
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

@@ -73,10 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
             model,
             (x_test, y_test),
             epsilons=(0.2,),
-            attack="fgsm",
-            norm="infinity",
-            clip_value_min=0.0,
-            clip_value_max=1.0,
+            attack=keras_advreg.attacks.FGSM(
+                norm="infinity", clip_value_min=0.0, clip_value_max=1.0
+            ),
         )
         results["models"][name] = {
             "clean_accuracy": report.clean_accuracy,

@@ -29,7 +29,7 @@ import argparse
 import keras
 
 import keras_advreg
-from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
+from keras_advreg.data.datasets import load_mnist_test, load_mnist_train
 
 EPSILON, TRAIN_EPSILON = 0.2, 0.3
 
@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     watch = keras_advreg.AdversarialRobustnessCallback(
         (x_test[:500], y_test[:500]),
         epsilons=EPSILON,
-        attack="pgd",  # PGD-10: cheap, multi-step (FGSM accuracy would rise on a collapse)
-        clip_value_min=0.0,
-        clip_value_max=1.0,
+        # PGD-10: cheap, multi-step (FGSM accuracy would rise on a collapse)
+        attack=keras_advreg.attacks.PGD(steps=10, clip_value_min=0.0, clip_value_max=1.0),
         stop_on_collapse=0.2,
     )
     steps = int(train.cardinality()) * args.epochs

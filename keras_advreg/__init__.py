@@ -14,9 +14,10 @@ so that `keras-advreg --help` and argument errors never import TensorFlow.
 import os as _os
 import sys as _sys
 
-from keras_advreg.version import __version__
+from keras_advreg.version import __version__ as __version__
 
-#: Where each public name lives, for the lazy import of the `keras-advreg` command.
+#: The public names and where each lives: the one list (`__all__`, the imports below and
+#: the lazy import of the `keras-advreg` command all come from it).
 _LAZY_NAMES = {
     "AdvConfig": "keras_advreg.training",
     "AdversarialExamplesCallback": "keras_advreg.callbacks",
@@ -70,6 +71,8 @@ if _lazy_import():
         return sorted(set(globals()) | set(_LAZY_NAMES))
 
 else:
+    import importlib as _importlib
+
     import keras as _keras
 
     if _keras.backend.backend() == "tensorflow":
@@ -78,38 +81,11 @@ else:
         # feature is used.
         from keras_advreg.backend import nsl as _nsl  # noqa: F401
 
-    from keras_advreg import attacks
-    from keras_advreg.attacks import generate_adversarial_examples
-    from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
-    from keras_advreg.data import load_tfds, to_dict, to_tuple
-    from keras_advreg.evaluation import (
-        RobustnessReport,
-        check_attack_strength,
-        evaluate_robustness,
-    )
-    from keras_advreg.training import (
-        AdvConfig,
-        AdversarialRegularization,
-        EpsilonSchedule,
-        adversarial_loss,
-        make_adv_reg_config,
-    )
+    # The public names, from the one table above (as the lazy `__getattr__` does).
+    for _name, _module_name in _LAZY_NAMES.items():
+        _module = _importlib.import_module(_module_name)
+        globals()[_name] = _module if _name == "attacks" else getattr(_module, _name)
+    del _name, _module_name, _module
 
-__all__ = [
-    "AdvConfig",
-    "AdversarialExamplesCallback",
-    "AdversarialRegularization",
-    "AdversarialRobustnessCallback",
-    "EpsilonSchedule",
-    "RobustnessReport",
-    "__version__",
-    "adversarial_loss",
-    "attacks",
-    "check_attack_strength",
-    "evaluate_robustness",
-    "generate_adversarial_examples",
-    "load_tfds",
-    "make_adv_reg_config",
-    "to_dict",
-    "to_tuple",
-]
+#: The public names: `_LAZY_NAMES` and the version.
+__all__ = sorted([*_LAZY_NAMES, "__version__"])

@@ -69,7 +69,9 @@ ATTACKS = {
     "fgsm": dict(attack="fgsm", epsilons=(0.05, 0.2)),
     # PGD's random start draws from a stateless seed taken from NumPy's global state
     # (seeded alike in every process below).
-    "pgd": dict(attack="pgd", epsilons=(0.05, 0.2), pgd_steps=5),
+    "pgd": dict(
+        attack={"class_name": "keras_advreg>PGD", "config": {"steps": 5}}, epsilons=(0.05, 0.2)
+    ),
 }
 
 

@@ -117,12 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     robustness = keras_advreg.AdversarialRobustnessCallback(
         (x_val, y_val),
-        attack="pgd",
+        # No random start: no draws from the global RNG, whose state a restart resets.
+        attack=keras_advreg.attacks.PGD(
+            steps=5, random_start=False, clip_value_min=0.0, clip_value_max=1.0
+        ),
         epsilons=0.05,
-        pgd_steps=5,
-        random_start=False,  # no draws from the global RNG, whose state a restart resets
-        clip_value_min=0.0,
-        clip_value_max=1.0,
         every_n_epochs=args.every_n_epochs,
         stop_on_collapse=args.stop_on_collapse,
     )

@@ -26,7 +26,7 @@ import keras_tuner as kt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from resume_train import data  # noqa: E402  (tests/ is this script's sys.path[0])
 
-from keras_advreg import AdvConfig  # noqa: E402
+from keras_advreg import AdvConfig, attacks  # noqa: E402
 from keras_advreg.tuning import AdversarialHyperModel, search  # noqa: E402
 
 SEED = 0
@@ -55,9 +55,8 @@ def make_tuner(directory) -> kt.RandomSearch:
         optimizer=lambda hp: keras.optimizers.Adam(hp.Choice("learning_rate", [0.01, 0.1])),
         metrics=["accuracy"],
         adv_config=AdvConfig(clip_value_min=0.0, clip_value_max=1.0),
-        attack="pgd",
+        attack=attacks.PGD(steps=3, random_start=False),
         epsilons=0.05,
-        callback_kwargs={"pgd_steps": 3, "random_start": False},
     )
     return kt.RandomSearch(
         hypermodel,

@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 from conftest import EPSILONS, EXPECTED, KERNEL, MODEL_KINDS, X, Y, _dense, linear_model, make_model
 
+from keras_advreg import attacks
 from keras_advreg.attacks import generate_adversarial_examples, random_in_norm_ball
-from keras_advreg.attacks.base import from_arguments
+from keras_advreg.attacks.base import resolve
 from keras_advreg.data.batching import _is_unbatched
 from keras_advreg.evaluation import evaluate_robustness
 
@@ -136,13 +137,48 @@ def test_pgd_one_step_without_random_start_is_fgsm():
             linear_model(),
             (X, Y),
             epsilons=EPSILONS,
+            attack=attacks.PGD(norm=norm, steps=1, step_size=1.0, random_start=False),
+        )  # a step >= eps projected back onto the ball: FGSM's point (the model is linear)
+        assert pgd.accuracy == pytest.approx(EXPECTED[norm])
+
+
+def test_legacy_keyword_arguments_warn_and_build_the_attack():
+    """The deprecated keywords give the same (hand-computed) result, and name the attack."""
+    with pytest.warns(DeprecationWarning, match=r"attack=keras_advreg\.attacks\.PGD\(") as info:
+        pgd = evaluate_robustness(
+            linear_model(),
+            (X, Y),
+            epsilons=EPSILONS,
             attack="pgd",
-            norm=norm,
+            norm="l2",
             pgd_steps=1,
             pgd_step_size=1.0,
             random_start=False,
-        )  # a step >= eps projected back onto the ball: FGSM's point (the model is linear)
-        assert pgd.accuracy == pytest.approx(EXPECTED[norm])
+            warn=False,
+        )
+    assert pgd.accuracy == pytest.approx(EXPECTED["l2"])
+    message = str(info.list[0].message)
+    assert "evaluate_robustness" in message and "norm='l2'" in message and "steps=1" in message
+    assert info.list[0].filename == __file__  # points at the call, not inside the library
+    assert pgd.config["pgd_steps"] == 1 and pgd.config["pgd_step_sizes"] == [1.0, 1.0]
+
+
+def test_new_path_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        report = evaluate_robustness(
+            linear_model(),
+            (X, Y),
+            EPSILONS,
+            attack={"class_name": "keras_advreg>FGSM", "config": {}},
+        )
+    assert report.accuracy == pytest.approx(EXPECTED["infinity"])
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_every_attack_rejects_unknown_arguments(name):
+    with pytest.raises(ValueError, match=r"Unrecognized argument.*Received: stepz=3"):
+        attacks.get(name, stepz=3)
 
 
 @pytest.mark.parametrize("norm", ["infinity", "l2"])
@@ -187,8 +223,9 @@ def test_random_in_norm_ball_has_dynamic_batch():
         (dict(attack="cw"), "`attack` must be one of .*'fgsm'.*Received: attack='cw'"),
         (dict(norm="l3"), "`norm` must be one of 'infinity', 'l2', 'l1'. Received: norm='l3'"),
         (dict(attack="pgd", norm="l1"), "cannot be used with norm='l1'"),
-        (dict(pgd_steps=0), "`pgd_steps` must be an integer >= 1"),
-        (dict(pgd_step_size=0.0), "`pgd_step_size` must be a number > 0"),
+        (dict(attack="pgd", pgd_steps=0), "`steps` must be an integer >= 1"),
+        (dict(attack="pgd", pgd_step_size=0.0), "`step_size` must be a number > 0"),
+        (dict(attack="apgd-ce", pgd_steps=5), "`pgd_steps` does not apply to attack='apgd'"),
         (dict(clip_value_min=1.0, clip_value_max=0.0), "clip_value_min` must be <="),
         (dict(batch_size=0), "`batch_size` must be an integer >= 1"),
     ],
@@ -200,9 +237,9 @@ def test_bad_configuration(kwargs, match):
 
 def test_epsilons_with_one_name_are_rejected():
     with pytest.raises(ValueError, match="Received: epsilons=") as info:
-        from_arguments("fgsm", epsilon=[0.2, 1e-7, 1.00000001e-7])
+        resolve("fgsm", [0.2, 1e-7, 1.00000001e-7])
     assert "`epsilons`" in str(info.value) and "'1e-07'" in str(info.value)
-    assert from_arguments("fgsm", epsilon=(0.1, 0.100001)).epsilons == (
+    assert resolve("fgsm", (0.1, 0.100001)).epsilons == (
         0.1,
         0.100001,
     )  # 6 digits differ
@@ -225,8 +262,8 @@ def test_unbatched_datasets_are_recognized_without_a_model(element, unbatched):
 
 
 def test_norm_aliases():
-    assert from_arguments("fgsm", norm="Linf").norm == "infinity"
-    assert from_arguments("fgsm", norm="L2").norm == "l2"
+    assert attacks.get("fgsm", norm="Linf").norm == "infinity"
+    assert attacks.get("fgsm", norm="L2").norm == "l2"
 
 
 def test_not_a_classifier():

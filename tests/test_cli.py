@@ -584,3 +584,15 @@ def test_progress_bar_defaults_to_stderr(capsys):
     reporting.ProgressBar(1, title="t").update(1)
     out, err = capsys.readouterr()
     assert out == "" and err == "t\n  1/1 batches (100%), 0s\n"
+
+
+def test_attack_choices_are_the_registered_names():
+    """`--attack` takes exactly `attacks.names()`, read from the sources without importing them."""
+    from keras_advreg import attacks
+    from keras_advreg.apps.arguments import ATTACKS, attack_names
+
+    assert list(ATTACKS) == attacks.names() == list(attack_names())
+    from keras_advreg.apps.cli import build_parser
+
+    parsed = build_parser().parse_args(["evaluate", "m.keras", "--attack", "apgd"])
+    assert parsed.attack == "apgd"  # a name the hand-kept list once lacked

@@ -76,6 +76,36 @@ def test_from_hyperparameters():
         AdvConfig.from_hyperparameters(3)
 
 
+def test_from_hyperparameters_applies_the_method_recipe():
+    """`adv_method` is honoured here too (the tuner's trials are built by this function)."""
+    base = AdvConfig(multiplier=0.3, clip_value_min=0.0, clip_value_max=1.0, free_replays=None)
+    fast = AdvConfig.from_hyperparameters({"adv_method": "fast", "pgd_epsilon": 0.2}, base=base)
+    assert (fast.adv_step_size, fast.pgd_epsilon, fast.pgd_iterations) == (0.25, 0.2, 1)
+    assert fast.random_init and fast.multiplier == 0.3 and fast.adv_grad_norm == "l2"
+    free = AdvConfig.from_hyperparameters({"adv_method": "free", "adv_step_size": 0.1}, base=base)
+    assert (free.free_replays, free.adv_step_size, free.pgd_epsilon) == (8, 0.1, 0.1)
+    assert (free.multiplier, free.clip_value_max, free.adv_loss) == (0.3, 1.0, "labeled")
+    nsl = AdvConfig.from_hyperparameters({"adv_method": "nsl", "pgd_iterations": 3}, base=free)
+    assert nsl.free_replays is None and nsl.pgd_iterations == 3
+    assert AdvConfig.from_hyperparameters({"adv_method": None}, base=base) == base
+    with pytest.raises(ValueError, match="`adv_method` must be one of 'nsl', 'fast', 'free'"):
+        AdvConfig.from_hyperparameters({"adv_method": "madry"})
+
+
+def test_the_free_recipe_has_one_default():
+    """8 replays (Shafahi et al.'s m = 8), whether built directly or as a search's method."""
+    from keras_advreg.training.config import DEFAULT_FREE_REPLAYS
+
+    assert DEFAULT_FREE_REPLAYS == 8
+    assert AdvConfig.free(0.3).free_replays == 8
+    searched = AdvConfig.from_hyperparameters({"adv_method": "free", "pgd_epsilon": 0.3})
+    assert searched.free_replays == 8 and searched.adv_step_size == 0.3
+    fast = AdvConfig.from_hyperparameters({"adv_method": "fast", "pgd_epsilon": 0.3})
+    assert fast == AdvConfig.fast(
+        0.3, multiplier=0.2, clip_value_min=None, clip_value_max=None, adv_grad_norm="l2"
+    )
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from keras_advreg.attacks.fgsm import FGSM
-from keras_advreg.attacks.norms import random_unit_ball
 from keras_advreg.attacks.pgd import PGD
 from keras_advreg.backend import ops
+from keras_advreg.ball import random_unit_ball
 
 TOL = 1e-5
 D, C = 6, 3

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from keras_advreg import AdvConfig, AdversarialRegularization, AdversarialRobustnessCallback
+from keras_advreg.attacks import PGD
 
 # Keras' own h5 weight writer (BackupAndRestore) trips NumPy 2's `copy` deprecation.
 pytestmark = pytest.mark.filterwarnings(
@@ -214,12 +215,8 @@ def interrupted_then_resumed(tmp_path, interrupt_epoch, epochs, resumed_callback
     )
     callback = AdversarialRobustnessCallback(
         (x_val, y_val),
-        attack="pgd",
+        attack=PGD(steps=3, random_start=False, clip_value_min=0.0, clip_value_max=1.0),
         epsilons=0.05,
-        pgd_steps=3,
-        random_start=False,
-        clip_value_min=0.0,
-        clip_value_max=1.0,
         **kwargs,
     )
     backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")

@@ -9,7 +9,6 @@ backend of the session (`KERAS_BACKEND`).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -109,15 +108,11 @@ def run_backend(out: str) -> None:
     np.savez(out, **results)
 
 
-def _installed(backend: str) -> bool:
-    return importlib.util.find_spec(backend) is not None
-
-
 def _per_backend(folder: Path) -> dict:
     """The worker's results per installed backend (one test, so that xdist runs it once)."""
-    backends = [b for b in BACKENDS if _installed(b)]
-    if len(backends) < 2:
-        pytest.skip(f"needs two Keras backends installed. Installed: {backends}")
+    # `cross_backend` runs this from the TensorFlow session, with jax and torch installed
+    # (skipped where they are not, except in CI, where the missing one fails).
+    backends = list(BACKENDS)
     procs = {}
     for backend in backends:
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}

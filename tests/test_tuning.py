@@ -661,3 +661,19 @@ def test_tuning_module_exports():
         "objective",
         "search",
     }
+
+
+def test_the_evaluation_attack_is_resolved_once_in_the_training_box():
+    from keras_advreg import attacks
+
+    hypermodel = mnist_hypermodel(attack=attacks.PGD(steps=3), epsilons=(0.1, 0.2))
+    expected = attacks.PGD((0.1, 0.2), steps=3, clip_value_min=0.0, clip_value_max=1.0)
+    assert hypermodel.attack == expected
+    x, y = tiny_data()
+    assert hypermodel.make_callback((x, y))._attack == expected
+    # An attack's own box is kept; the deprecated `attack_norm` still sets the norm, warning.
+    own = attacks.FGSM(clip_value_min=-1.0, clip_value_max=2.0)
+    assert mnist_hypermodel(attack=own).attack.clip_value_min == -1.0
+    with pytest.warns(DeprecationWarning, match=r"norm='l2'.*attacks\.AutoAttack\("):
+        hypermodel = mnist_hypermodel(attack_norm="l2")
+    assert hypermodel.attack.norm == "l2" and hypermodel.attack.version == "fast"

@@ -6,19 +6,34 @@ No TensorFlow here: parsing and `--help` stay fast.
 from __future__ import annotations
 
 import argparse
+import ast
 import math
+from pathlib import Path
 
-#: The names `--attack` takes (`keras_advreg.attacks.names()`, without importing TensorFlow).
-ATTACKS = (
-    "autoattack",
-    "autoattack-fast",
-    "apgd-ce",
-    "apgd-dlr",
-    "apgd-t",
-    "square",
-    "pgd",
-    "fgsm",
-)
+
+def attack_names() -> tuple[str, ...]:
+    """`keras_advreg.attacks.names()` for the built-in attacks, without importing them.
+
+    Read from the attack modules' source: the names given to `@register_attack(...)`
+    and `register_preset(...)` (importing the attacks would import Keras, and with it
+    TensorFlow, for `--help`).
+    """
+    found = set()
+    for path in sorted((Path(__file__).resolve().parent.parent / "attacks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) in ("register_attack", "register_preset")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                found.add(node.args[0].value)
+    return tuple(sorted(found))
+
+
+#: The names `--attack` takes: `keras_advreg.attacks.names()`.
+ATTACKS = attack_names()
 
 #: `keras-advreg demo --epsilons`' default (`keras_advreg.apps.demo.CURVE_EPSILONS`).
 DEMO_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)

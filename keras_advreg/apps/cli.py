@@ -21,211 +21,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
-import tempfile
-import zipfile
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
-from keras_advreg.apps.arguments import (
-    ATTACKS,
-    DEMO_EPSILONS,
-    EVAL_BATCH_SIZE,
-    finite_float,
-    non_negative_int,
-    norm,
-    parse_epsilons,
-    positive_int,
+from keras_advreg.apps.arguments import parse_epsilons  # noqa: F401  (the CLI's types, as before)
+from keras_advreg.apps.models import check_input_shape, load_model
+from keras_advreg.apps.output import plots_wanted, write_evaluation
+from keras_advreg.apps.parser import (  # noqa: F401  (importable from here, as before)
+    EVALUATE_CURVE_FILE,
+    EVALUATE_EPSILONS,
+    EVALUATE_RESULTS_FILE,
+    build_parser,
 )
-
-PROG = "keras-advreg"
-EXIT_USAGE = 2
-EVALUATE_EPSILONS = (0.05, 0.1, 0.2, 0.3)
-EVALUATE_RESULTS_FILE = "robustness.json"
-EVALUATE_CURVE_FILE = "accuracy_vs_epsilon.png"
-
-
-class UserError(Exception):
-    """An error in what the user asked for: reported in one line, without a traceback."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with every error reported as `keras-advreg: error: ...` (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
-
-
-# --------------------------------------------------------------------------- the parser
-def build_parser() -> argparse.ArgumentParser:
-    """The `keras-advreg` argument parser (subcommands `demo`, `evaluate`, `robust-mnist`).
-
-    Building and using it imports no TensorFlow.
-    """
-    from keras_advreg.version import __version__
-
-    parser = _Parser(
-        prog=PROG,
-        description="Adversarial regularization and robustness evaluation for Keras 3.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
-
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument(
-        "--data-dir",
-        help="tfds data folder (default: tfds' own, ~/tensorflow_datasets).",
-    )
-    data.add_argument(
-        "--manual-dir",
-        help="folder with the four original MNIST .gz files, to build MNIST offline "
-        "(default: tfds downloads it).",
-    )
-    data.add_argument("--quiet", action="store_true", help="no progress bars.")
-    data.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show TensorFlow's C++ log, start-up lines included (hidden by default: "
-        "TF_CPP_MIN_LOG_LEVEL=2 unless set).",
-    )
-
-    demo = commands.add_parser(
-        "demo",
-        parents=[data],
-        help="reproduce NSL's adversarial-regularization tutorial on MNIST",
-        description="Train the tutorial's CNN plainly and with adversarial regularization "
-        "(multiplier 0.2, FGSM step 0.2, l-inf) on MNIST, then measure clean, perturbed "
-        "(FGSM 0.2 generated on the base model) and white-box accuracy of both.",
-    )
-    demo.add_argument("--epochs", type=positive_int, default=5, help="default: 5.")
-    demo.add_argument("--batch-size", type=positive_int, default=32, help="default: 32.")
-    demo.add_argument(
-        "--train-subset",
-        type=positive_int,
-        help="train on the first N training examples (default: all 60000).",
-    )
-    demo.add_argument(
-        "--test-subset",
-        type=positive_int,
-        help="evaluate on the first N test examples (default: all 10000).",
-    )
-    demo.add_argument("--output-dir", default="outputs/demo", help="default: outputs/demo.")
-    demo.add_argument(
-        "--epsilons",
-        type=parse_epsilons,
-        default=DEMO_EPSILONS,
-        help="epsilons of the accuracy-vs-epsilon curve "
-        f"(default: {','.join(f'{e:g}' for e in DEMO_EPSILONS)}).",
-    )
-    demo.add_argument(
-        "--strong-subset",
-        type=positive_int,
-        default=1000,
-        help="run PGD-40 and AutoAttack on the first N test examples (default: 1000).",
-    )
-    demo.add_argument("--seed", type=non_negative_int, default=0, help="default: 0.")
-    demo.add_argument(
-        "--save-models",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="save base.keras and adv-regularized.keras in the output folder (default: yes).",
-    )
-    demo.add_argument(
-        "--plots",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write the figures; needs matplotlib (default: yes).",
-    )
-    demo.set_defaults(handler=_run_demo)
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        parents=[data],
-        help="measure the robustness of a saved Keras model",
-        description="Load a .keras model (safe mode: no code from the file is run) and "
-        "measure its accuracy under white-box FGSM or PGD attacks.",
-    )
-    evaluate.add_argument("model", help="the model file (.keras).")
-    evaluate.add_argument(
-        "--dataset",
-        default="mnist",
-        help="'mnist' (the tfds test split) or a .npz file with arrays x and y (default: mnist).",
-    )
-    evaluate.add_argument(
-        "--epsilons",
-        type=parse_epsilons,
-        default=EVALUATE_EPSILONS,
-        help=f"default: {','.join(f'{e:g}' for e in EVALUATE_EPSILONS)}.",
-    )
-    evaluate.add_argument(
-        "--attack",
-        choices=ATTACKS,
-        default="autoattack",
-        help="autoattack (APGD-CE, APGD-T, Square: the standard), autoattack-fast, apgd-ce, "
-        "apgd-dlr, apgd-t, square, pgd or fgsm (the last two only bound robustness from above; "
-        "default: autoattack).",
-    )
-    evaluate.add_argument(
-        "--norm", type=norm, default="infinity", help="infinity, l2 or l1 (default: infinity)."
-    )
-    evaluate.add_argument("--pgd-steps", type=positive_int, help="PGD only (default: 10).")
-    evaluate.add_argument(
-        "--pgd-step-size", type=finite_float, help="default: 2.5 * epsilon / pgd-steps."
-    )
-    evaluate.add_argument(
-        "--clip-min",
-        type=finite_float,
-        help="lower bound of perturbed inputs (default: 0 for mnist, none for .npz).",
-    )
-    evaluate.add_argument(
-        "--clip-max",
-        type=finite_float,
-        help="upper bound of perturbed inputs (default: 1 for mnist, none for .npz).",
-    )
-    evaluate.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=EVAL_BATCH_SIZE,
-        help=f"default: {EVAL_BATCH_SIZE}.",
-    )
-    evaluate.add_argument(
-        "--max-examples", type=positive_int, help="evaluate the first N examples only."
-    )
-    evaluate.add_argument(
-        "--output-dir",
-        default="outputs/evaluate",
-        help=f"where {EVALUATE_RESULTS_FILE} and the curve go (default: outputs/evaluate).",
-    )
-    evaluate.add_argument(
-        "--plots",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write the accuracy-vs-epsilon curve; needs matplotlib (default: when "
-        'matplotlib is installed, pip install "keras-advreg[plot]").',
-    )
-    evaluate.set_defaults(handler=_run_evaluate)
-
-    robust = commands.add_parser(
-        "robust-mnist",
-        parents=[data],
-        help="train the documented robust MNIST recipe and measure it with AutoAttack",
-        description="Train the documented adversarial-training recipe for an l-inf epsilon "
-        "(0.3: PGD-2 neighbours, 40 epoch-equivalents; 0.2: fast FGSM neighbours) on MNIST, "
-        "then measure clean, FGSM, PGD-40 and AutoAttack accuracy on the test set. Writes "
-        "model.keras (a plain Keras classifier) and results.json.",
-    )
-    robust.add_argument("--epsilon", type=float, choices=(0.2, 0.3), default=0.3)
-    robust.add_argument("--output-dir", default="outputs/robust-mnist")
-    robust.add_argument("--epochs", type=positive_int, help="default: the recipe's.")
-    robust.add_argument("--train-subset", type=positive_int, help="default: all 60000.")
-    robust.add_argument("--test-subset", type=positive_int, help="default: all 10000.")
-    robust.add_argument("--seed", type=non_negative_int, default=0, help="default: 0.")
-    robust.set_defaults(handler=_run_robust_mnist)
-    return parser
+from keras_advreg.apps.process import (  # noqa: F401
+    EXIT_USAGE,
+    PROG,
+    UserError,
+    check_keras_backend,
+    import_tensorflow,
+    keras_backend,
+)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -241,97 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_keras_backend(args.command)
         quiet = not args.verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0"
         import_tensorflow(quiet=quiet)
-        return args.handler(args)
+        return HANDLERS[args.command](args)
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def import_tensorflow(*, quiet: bool = True) -> None:
-    """Imports TensorFlow and lists its devices; with `quiet`, without its start-up log.
-
-    TensorFlow >= 2.19 writes its start-up lines (oneDNN, CUDA, CPU features) through
-    absl before its log is initialized, whatever `TF_CPP_MIN_LOG_LEVEL` says
-    (tensorflow/tensorflow#100442). With `quiet`, file descriptor 2 points at a
-    temporary file while TensorFlow loads and finds its devices: the lines are
-    dropped, or written to stderr after all when the import fails.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    context = _native_stderr_captured() if quiet else contextlib.nullcontext()
-    with context:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-
-
-@contextlib.contextmanager
-def _native_stderr_captured() -> Iterator[None]:
-    """Sends what is written to file descriptor 2 to a temporary file; shows it on errors."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (AttributeError, OSError, ValueError):  # no usable stderr: nothing to hide
-        yield
-        return
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                sys.stderr.flush()  # Python's own writes to fd 2 land in the file too
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed:
-                log.seek(0)
-                sys.stderr.write(log.read().decode(errors="replace"))
-
-
-def keras_backend() -> tuple[str, str]:
-    """`(backend, source)`: the Keras backend, found as Keras finds it, without importing it.
-
-    The source is what chose it (`KERAS_BACKEND=...`, the keras.json file, Keras'
-    default), for the error message.
-    """
-    keras = sys.modules.get("keras")
-    if keras is not None:  # imported already: its choice is made
-        try:
-            return keras.backend.backend(), "keras.backend.backend()"
-        except AttributeError:  # a partly imported module
-            pass
-    name = os.environ.get("KERAS_BACKEND")
-    if name:
-        return name, f"KERAS_BACKEND={name}"
-    if "KERAS_HOME" in os.environ:
-        keras_dir = os.environ["KERAS_HOME"]
-    else:
-        home = os.path.expanduser("~")
-        keras_dir = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
-    config_path = os.path.expanduser(os.path.join(keras_dir, "keras.json"))
-    try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except (OSError, ValueError):
-        config = {}
-    name = config.get("backend") if isinstance(config, dict) else None
-    if isinstance(name, str) and name:
-        return name, f"backend={name!r} in {config_path}"
-    return "tensorflow", "Keras' default"
-
-
-def check_keras_backend(command: str) -> None:
-    """Raises `UserError` unless Keras runs on TensorFlow (every command needs it)."""
-    backend, source = keras_backend()
-    if backend != "tensorflow":
-        raise UserError(
-            f"`{PROG} {command}` needs the TensorFlow backend of Keras 3; set "
-            f"KERAS_BACKEND=tensorflow. Received: {source}"
-        )
-
-
+# --------------------------------------------------------------------------- the commands
 def _run_demo(args: argparse.Namespace) -> int:
     from keras_advreg.apps import demo
 
@@ -390,24 +123,23 @@ def _run_robust_mnist(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from keras_advreg.apps.reporting import attack_settings
-    from keras_advreg.attacks.base import from_arguments
+    from keras_advreg.attacks.base import resolve, with_options
 
     is_mnist = args.dataset == "mnist"
     clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
     clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
     try:  # the attack settings first: before loading the model and (maybe building) the data
-        attack = from_arguments(
-            args.attack,
-            args.epsilons,
-            args.norm,
-            clip_min,
-            clip_max,
-            args.pgd_steps,
-            args.pgd_step_size,
-        )
+        options = {
+            "norm": args.norm,
+            "clip_value_min": clip_min,
+            "clip_value_max": clip_max,
+            "pgd_steps": args.pgd_steps,
+            "pgd_step_size": args.pgd_step_size,
+        }
+        attack = with_options(resolve(args.attack, args.epsilons), options)
     except ValueError as e:
         raise UserError(str(e)) from None
-    plots = _plots_wanted(args)
+    plots = plots_wanted(args)
     if is_mnist:
         _check_tfds()
     model = load_model(args.model)
@@ -421,28 +153,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     print(report)
     if args.output_dir:
-        _write_evaluation(args, report, dataset, plots=plots)
+        write_evaluation(args, report, dataset, plots=plots)
     return 0
-
-
-def _plots_wanted(args: argparse.Namespace) -> bool:
-    """Whether `evaluate` draws the curve: `--plots`, or by default when matplotlib is there."""
-    if args.plots is False or not args.output_dir:
-        return False
-    try:
-        import matplotlib  # noqa: F401  (keras_advreg.plotting imports it when drawing)
-    except ImportError:
-        if args.plots:  # asked for explicitly
-            raise UserError(
-                '`--plots` needs matplotlib: pip install "keras-advreg[plot]" (or pass --no-plots)'
-            ) from None
-        print(
-            f"{PROG}: note: matplotlib is not installed, so the accuracy-vs-epsilon curve is "
-            'skipped (pip install "keras-advreg[plot]" to draw it)',
-            file=sys.stderr,
-        )
-        return False
-    return True
 
 
 _TFDS_MISSING = (
@@ -476,171 +188,28 @@ def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: s
     return evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
 
 
-# --------------------------------------------------------------------------- evaluate's pieces
-def load_model(path: str):
-    """`keras.models.load_model(path, safe_mode=True)`, with one-line errors."""
-    if not os.path.exists(path):
-        raise UserError(f"model file not found: {path}")
-    if os.path.isdir(path):
-        raise UserError(
-            f"{path} is a folder; expected a .keras model file (a SavedModel folder cannot "
-            "be loaded by keras.models.load_model in Keras 3)"
-        )
-    _check_keras_archive(path)
-    import keras
-
-    # Registers keras_advreg's serializable classes (AdversarialRegularization, its
-    # schedules, the attacks) for loading: the command imports the package lazily.
-    import keras_advreg.attacks  # noqa: F401
-    import keras_advreg.training  # noqa: F401
-
-    try:
-        return keras.models.load_model(path, safe_mode=True)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
-        kind = "corrupt or not a Keras model file" if _is_bad_zip(e, path) else "could not load"
-        raise UserError(f"{kind}: {path}: {e}") from None
-
-
-def _check_keras_archive(path: str) -> None:
-    """Raises `UserError` when a `.keras` file is not a zip archive (what Keras 3 saves)."""
-    if not str(path).lower().endswith(".keras") or zipfile.is_zipfile(path):
-        return
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        damaged = f.read(4) == b"PK\x03\x04"  # a zip's first bytes, without its end
-    if damaged:
-        raise UserError(
-            f"`model` is a damaged Keras model file (a truncated or corrupt zip archive): "
-            f"{path}. Received: a {size}-byte file without a zip archive's central directory"
-        )
-    raise UserError(
-        f"`model` is not a Keras model file (.keras is a zip archive): {path}. "
-        f"Received: a {size}-byte file that is not a zip archive"
-    )
-
-
-def _is_bad_zip(error: Exception, path: str) -> bool:
-    if isinstance(error, zipfile.BadZipFile):
-        return True
-    return path.endswith(".keras") and not zipfile.is_zipfile(path)
-
-
 def load_dataset(args: argparse.Namespace):
     """Returns `(x, y, name)`: the MNIST test split, or arrays `x` and `y` of a `.npz` file."""
-    import numpy as np
+    from keras_advreg.data.datasets import load_test_set
 
-    dataset = args.dataset
-    if dataset == "mnist":
-        from keras_advreg.apps.mnist import load_mnist_test
-
-        try:
-            x, y = load_mnist_test(
-                take=args.max_examples, data_dir=args.data_dir, manual_dir=args.manual_dir
-            )
-        except ImportError as e:
-            if "tensorflow-datasets" in str(e) or "tensorflow_datasets" in str(e):
-                raise UserError(_TFDS_MISSING) from None
-            raise UserError(str(e)) from None
-        except (ValueError, OSError) as e:
-            raise UserError(str(e)) from None
-        return x, y, "mnist"
-    if not dataset.endswith(".npz"):
-        raise UserError(
-            "`--dataset` must be 'mnist' or the path of a .npz file with arrays x and y. "
-            f"Received: --dataset {dataset}"
-        )
-    if not os.path.isfile(dataset):
-        raise UserError(f"dataset file not found: {dataset}")
     try:
-        with np.load(dataset, allow_pickle=False) as npz:
-            missing = [k for k in ("x", "y") if k not in npz.files]
-            if missing:
-                raise UserError(
-                    f"{dataset} must hold arrays 'x' and 'y'; missing {missing}. "
-                    f"Found: {sorted(npz.files)}"
-                )
-            x, y = npz["x"], npz["y"]
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise UserError(f"could not read {dataset}: {e}") from None
-    if len(x) != len(y):
-        raise UserError(
-            f"{dataset}: x and y must have as many examples; x has {len(x)}, y has {len(y)}"
+        x, y = load_test_set(
+            args.dataset,
+            take=args.max_examples,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
         )
-    if len(y) == 0:
-        raise UserError(f"{dataset} holds no examples")
-    if np.issubdtype(x.dtype, np.unsignedinteger):  # images stored as bytes, as tfds does
-        x = x.astype("float32") / float(np.iinfo(x.dtype).max)
-    elif np.issubdtype(x.dtype, np.floating):
-        x = x.astype("float32")
-    else:
-        raise UserError(
-            f"{dataset}: x must hold floating-point numbers (or unsigned-integer images, "
-            f"scaled to [0, 1]). Received x of dtype {x.dtype}"
-        )
-    if args.max_examples is not None:
-        x, y = x[: args.max_examples], y[: args.max_examples]
-    return x, y, dataset
+    except ImportError as e:
+        if "tensorflow-datasets" in str(e) or "tensorflow_datasets" in str(e):
+            raise UserError(_TFDS_MISSING) from None
+        raise UserError(str(e)) from None
+    except (ValueError, OSError) as e:
+        raise UserError(str(e)) from None
+    return x, y, args.dataset
 
 
-def check_input_shape(model: Any, x: Any) -> None:
-    """Raises `UserError` when the examples do not fit the model's input."""
-    expected = _input_shape(model)
-    received = tuple(x.shape[1:])
-    if expected is not None:
-        fits = len(expected) == len(received) and all(
-            e is None or e == r for e, r in zip(expected, received, strict=True)
-        )
-        if fits:
-            return
-    else:  # a subclassed model: only a call can tell
-        try:
-            model(x[:1], training=False)
-            return
-        except Exception:  # noqa: BLE001 - any failure here means the data does not fit
-            pass
-    shown = "unknown" if expected is None else str((None, *expected))
-    raise UserError(
-        f"the model's input shape {shown} does not match the data: examples of shape "
-        f"{received} (data shape {tuple(x.shape)})"
-    )
-
-
-def _input_shape(model: Any) -> tuple | None:
-    target = getattr(model, "base_model", model)
-    try:
-        inputs = target.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or len(inputs) != 1:
-        return None
-    return tuple(inputs[0].shape[1:])
-
-
-def _write_evaluation(
-    args: argparse.Namespace, report: Any, dataset: str, *, plots: bool = True
-) -> None:
-    os.makedirs(args.output_dir, exist_ok=True)
-    results = {
-        "model": os.path.abspath(args.model),
-        "dataset": dataset,
-        **report.to_dict(),
-    }
-    path = os.path.join(args.output_dir, EVALUATE_RESULTS_FILE)
-    written = [path]
-    if plots:
-        from keras_advreg import plotting
-
-        curve = os.path.join(args.output_dir, EVALUATE_CURVE_FILE)
-        plotting.plot_accuracy_vs_epsilon(
-            {os.path.basename(args.model): report},
-            curve,
-            title=f"{report.description} ({report.norm}) on {dataset}",
-        )
-        written.append(curve)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-        f.write("\n")
-    print(f"Wrote {', '.join(written)}")
+#: The function that runs each subcommand.
+HANDLERS = {"demo": _run_demo, "evaluate": _run_evaluate, "robust-mnist": _run_robust_mnist}
 
 
 if __name__ == "__main__":  # pragma: no cover

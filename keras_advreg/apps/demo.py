@@ -31,7 +31,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
 from keras_advreg.apps.reporting import json_default, markdown_table, versions
 from keras_advreg.apps.tutorial import (  # noqa: F401  (re-exported for the CLI)
     ADV,
@@ -47,6 +46,7 @@ from keras_advreg.apps.tutorial import (  # noqa: F401  (re-exported for the CLI
     transfer_accuracy,
 )
 from keras_advreg.attacks import PGD, AutoAttack
+from keras_advreg.data.datasets import load_mnist_test, load_mnist_train
 from keras_advreg.evaluation import RobustnessReport
 from keras_advreg.training import AdversarialRegularization
 

@@ -73,25 +73,16 @@ def clip_range(clip_value_min: Any, clip_value_max: Any) -> str:
 def attack_settings(attack: Any) -> str:
     """One line with an attack's settings: name and budget, norm, epsilons, steps, clipping.
 
-    `attack` is a `keras_advreg.attacks.Attack`; only its attributes are read, e.g.
-    `"PGD-10, norm infinity, epsilons 0.1, 0.3, 10 steps of size 2.5 * epsilon / 10,
-    random start, no clipping"`.
+    `attack` is a `keras_advreg.attacks.Attack` (its budget in its own words,
+    `Attack.details`), e.g. `"PGD-10, norm infinity, epsilons 0.1, 0.3, 10 steps of size
+    2.5 * epsilon / 10, random start, no clipping"`.
     """
     parts = [
         attack.describe(),
         f"norm {attack.norm}",
         "epsilons " + ", ".join(f"{e:g}" for e in attack.epsilons),
+        *attack.details(),
     ]
-    steps = getattr(attack, "steps", None)
-    if steps is not None:
-        size = getattr(attack, "step_size", None)
-        if getattr(attack, "name", "") == "pgd":
-            shown = f"{size:g}" if size is not None else f"2.5 * epsilon / {steps}"
-            parts.append(f"{steps} steps of size {shown}")
-            if getattr(attack, "random_start", False):
-                parts.append("random start")
-        else:
-            parts.append(f"{steps} steps")
     parts.append(clip_range(attack.clip_value_min, attack.clip_value_max))
     return ", ".join(parts)
 

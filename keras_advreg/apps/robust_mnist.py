@@ -26,9 +26,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
 from keras_advreg.apps.reporting import fit_verbosity, markdown_table, versions
 from keras_advreg.attacks import FGSM, PGD, AutoAttack
+from keras_advreg.data.datasets import load_mnist_test, load_mnist_train
 from keras_advreg.evaluation import evaluate_robustness
 from keras_advreg.training import AdvConfig, AdversarialRegularization, EpsilonSchedule
 

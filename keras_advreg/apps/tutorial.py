@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_advreg.apps.reporting import ProgressBar, fit_verbosity
-from keras_advreg.attacks import generate_adversarial_examples
+from keras_advreg.attacks import FGSM, generate_adversarial_examples
+from keras_advreg.attacks import get as get_attack
 from keras_advreg.evaluation import RobustnessReport, evaluate_robustness
 from keras_advreg.training import AdvConfig, AdversarialRegularization
 
@@ -166,17 +167,11 @@ def robustness(
 ) -> RobustnessReport:
     """`evaluate_robustness` on arrays, with an optional progress bar titled `title`."""
     data = batches_with_progress(x, y, batch_size, title)
-    if not isinstance(attack, str):  # an attack object carries its own settings
-        return evaluate_robustness(model, data, attack=attack, batch_size=batch_size, **kwargs)
+    if isinstance(attack, str):  # a name: in the box; an attack object carries its own
+        attack = get_attack(attack, clip_value_min=clip_value_min, clip_value_max=clip_value_max)
+    epsilons = None if epsilons is None else tuple(epsilons)
     return evaluate_robustness(
-        model,
-        data,
-        epsilons=None if epsilons is None else tuple(epsilons),
-        attack=attack,
-        clip_value_min=clip_value_min,
-        clip_value_max=clip_value_max,
-        batch_size=batch_size,
-        **kwargs,
+        model, data, epsilons, attack=attack, batch_size=batch_size, **kwargs
     )
 
 
@@ -209,11 +204,7 @@ def transfer_accuracy(
             source,
             xb,
             yb,
-            epsilon=epsilon,
-            attack="fgsm",
-            norm=norm,
-            clip_value_min=0.0,
-            clip_value_max=1.0,
+            attack=FGSM(epsilon, norm=norm, clip_value_min=0.0, clip_value_max=1.0),
         )
         predictions = {}
         for name, model in models.items():

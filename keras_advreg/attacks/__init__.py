@@ -14,9 +14,9 @@ from keras_advreg.attacks.autoattack import AutoAttack
 from keras_advreg.attacks.base import Attack, deserialize, get, names, register_attack, serialize
 from keras_advreg.attacks.fgsm import FGSM
 from keras_advreg.attacks.generate import generate_adversarial_examples
-from keras_advreg.attacks.norms import random_in_norm_ball
 from keras_advreg.attacks.pgd import PGD
 from keras_advreg.attacks.square import Square
+from keras_advreg.ball import random_in_norm_ball
 
 __all__ = [
     "APGD",

@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -82,6 +83,16 @@ def names() -> list[str]:
     return sorted(set(_REGISTRY) | set(_PRESETS))
 
 
+#: The keyword arguments of the entry points that predate attack objects, and the field of
+#: `Attack` each one sets. An attack adds its own (e.g. `PGD`'s `pgd_steps`) in its
+#: `legacy_arguments`.
+LEGACY_ARGUMENTS = {
+    "norm": "norm",
+    "clip_value_min": "clip_value_min",
+    "clip_value_max": "clip_value_max",
+}
+
+
 class Attack:
     """Base class of the attacks: the settings every attack shares, and the interface.
 
@@ -112,6 +123,9 @@ class Attack:
     #: An int field whose value is passed to the compiled attack at run time (as `perturb`'s
     #: `variant`), so that the stages differing only in it share one trace; or None.
     runtime_field: ClassVar[str | None] = None
+    #: The deprecated keyword arguments of the entry points that set this attack's fields
+    #: (name -> field; see `resolve`). An attack adds its own, as `PGD` does `pgd_steps`.
+    legacy_arguments: ClassVar[dict[str, str]] = LEGACY_ARGUMENTS
 
     def __init__(
         self,
@@ -121,7 +135,14 @@ class Attack:
         clip_value_max: Any = None,
         restarts: int = 1,
         seed: int | None = None,
+        **unknown: Any,
     ):
+        if unknown:
+            shown = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
+            raise ValueError(
+                f"Unrecognized argument(s) {sorted(unknown)} for attack {self.name!r} "
+                f"({type(self).__name__}). Received: {shown}"
+            )
         self.epsilon = check_epsilons(epsilon)
         self.norm = normalize_norm(norm, "norm")
         if self.norm not in self.norms:
@@ -206,6 +227,15 @@ class Attack:
     def describe(self) -> str:
         """A short human-readable name with the budget, e.g. `"PGD-40"`."""
         return self.name.upper()
+
+    def details(self) -> list[str]:
+        """Phrases for the attack's own budget in a one-line summary (e.g. `["100 steps"]`)."""
+        steps = getattr(self, "steps", None)
+        return [] if steps is None else [f"{steps} steps"]
+
+    def report_fields(self) -> dict:
+        """Values a report's `config` shows beside `get_config()` (e.g. PGD's step sizes)."""
+        return {}
 
     # ------------------------------------------------------------------ what runs
     @property
@@ -307,49 +337,72 @@ def deserialize(config: Mapping) -> Attack:
     return copy.copy(attack)
 
 
-def from_arguments(
-    attack: Any,
-    epsilon: Any = None,
-    norm: Any = None,
-    clip_value_min: Any = None,
-    clip_value_max: Any = None,
-    pgd_steps: Any = None,
-    pgd_step_size: Any = None,
-    random_start: Any = None,
-) -> Attack:
-    """The attack described by the keyword arguments that predate attack objects.
+def with_options(attack: Attack, options: Mapping[str, Any]) -> Attack:
+    """`attack` with the options that are not None applied: field names, or the names of its
+    `legacy_arguments` (e.g. `pgd_steps` for PGD's `steps`), as a command line passes them.
 
-    `attack` is a name, a config dict or an `Attack`; the other arguments, where not
-    None, set the attack's fields (`pgd_*` and `random_start` only for `"pgd"`).
+    Raises:
+        ValueError: For an option the attack has no field for.
     """
-    if epsilon is not None:  # named as the callers' argument
-        epsilon = check_epsilons(epsilon, "epsilons")
-    common = {
-        "epsilon": epsilon,
-        "norm": norm,
-        "clip_value_min": clip_value_min,
-        "clip_value_max": clip_value_max,
-    }
-    common = {k: v for k, v in common.items() if v is not None}
-    if pgd_steps is not None:  # checked under the callers' names, whichever the attack
-        check_positive_int("pgd_steps", pgd_steps)
-    if pgd_step_size is not None and (
-        isinstance(pgd_step_size, bool)
-        or not isinstance(pgd_step_size, numbers.Real)
-        or not pgd_step_size > 0
-    ):
-        raise ValueError(
-            f"`pgd_step_size` must be a number > 0 or None. Received: pgd_step_size={pgd_step_size!r}"
-        )
-    pgd = {"steps": pgd_steps, "step_size": pgd_step_size, "random_start": random_start}
-    pgd = {k: v for k, v in pgd.items() if v is not None}
-    if isinstance(attack, (Attack, Mapping)):
-        if pgd:
+    fields = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        field = type(attack).legacy_arguments.get(key, key if key in attack.get_config() else None)
+        if field is None:
             raise ValueError(
-                "`pgd_steps`, `pgd_step_size` and `random_start` describe attack='pgd'; set "
-                "them on the attack object instead, e.g. attacks.PGD(steps=40). Received: "
-                f"attack={attack!r} with {', '.join(f'{k}={v!r}' for k, v in pgd.items())}"
+                f"`{key}` does not apply to attack={attack.name!r} ({type(attack).__name__}, "
+                f"whose settings are {sorted(attack.get_config())}). Received: {key}={value!r}"
             )
-        return get(attack, **common)
-    name = attack.strip().lower() if isinstance(attack, str) else attack
-    return get(name, **common, **(pgd if name == "pgd" else {}))
+        fields[field] = value
+    return attack.replace(**fields) if fields else attack
+
+
+def resolve(
+    attack: Any,
+    epsilons: Any = None,
+    *,
+    epsilons_name: str = "epsilons",
+    caller: str = "",
+    stacklevel: int = 3,
+    **legacy: Any,
+) -> Attack:
+    """The attack an entry point runs: `attack` (a name, config dict or `Attack`) at `epsilons`.
+
+    The one place the entry points (`evaluate_robustness`, `generate_adversarial_examples`,
+    the callbacks, the hypermodel) turn their arguments into an `Attack`. `epsilons`, when
+    not None, replaces the attack's radii (the convenience that sweeps an attack over
+    several radii). `legacy` holds the deprecated keyword arguments (`norm`,
+    `clip_value_min`, `clip_value_max`, and an attack's own such as `pgd_steps`): those
+    that are not None set the attack's fields, with a `DeprecationWarning` that names the
+    attack to pass instead.
+
+    Args:
+        attack: str, config dict or `Attack`.
+        epsilons: float or sequence of floats, or None (the attack's own).
+        epsilons_name: str. The caller's name of `epsilons`, for errors.
+        caller: str. The entry point, for the warning (e.g. `"evaluate_robustness"`).
+        stacklevel: int. Of the warning: 3 points at the caller of the function
+            that calls `resolve`.
+        **legacy: The deprecated keyword arguments as the caller received them.
+
+    Example:
+
+    >>> resolve("pgd", 0.3).describe(), resolve("pgd", 0.3).epsilons
+    ('PGD-10', (0.3,))
+    """
+    resolved = get(attack)
+    if epsilons is not None:
+        resolved = resolved.replace(epsilon=check_epsilons(epsilons, epsilons_name))
+    given = {k: v for k, v in legacy.items() if v is not None}
+    if given:
+        resolved = with_options(resolved, given)
+        shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        warnings.warn(
+            f"{caller + ': ' if caller else ''}the keyword argument(s) {shown} are deprecated "
+            "and will be removed: set them on the attack instead, "
+            f"attack=keras_advreg.attacks.{resolved!r}",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+    return resolved

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 
 from keras_advreg.attacks.base import Attack, register_attack
-from keras_advreg.attacks.norms import unit_direction
+from keras_advreg.ball import unit_direction
 
 
 def scale_small_gradients(grad: Any, norm: str) -> Any:
@@ -42,6 +42,8 @@ class FGSM(Attack):
             gradient). Defaults to `0.1`.
         norm: str. `"infinity"`, `"l2"` or `"l1"`. Defaults to `"infinity"`.
         clip_value_min, clip_value_max: Box of the features (see `Attack`).
+        restarts, seed: Accepted for a uniform interface and ignored (FGSM is
+            deterministic).
 
     Example:
 
@@ -58,11 +60,13 @@ class FGSM(Attack):
         norm: str = "infinity",
         clip_value_min: Any = None,
         clip_value_max: Any = None,
+        restarts: Any = None,
+        seed: Any = None,
         **kwargs: Any,
     ):
-        kwargs.pop("restarts", None)  # deterministic: a restart would repeat the same step
-        kwargs.pop("seed", None)
-        super().__init__(epsilon, norm, clip_value_min, clip_value_max)
+        # `restarts` and `seed` are accepted and ignored: FGSM is deterministic (a restart
+        # would repeat the same step). Any other argument is an error (see `Attack`).
+        super().__init__(epsilon, norm, clip_value_min, clip_value_max, **kwargs)
 
     def get_config(self) -> dict:
         config = super().get_config()

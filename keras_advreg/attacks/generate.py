@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_advreg.attacks.base import from_arguments
+from keras_advreg.attacks.base import resolve
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import check_labels
 from keras_advreg.attacks.runner import attack_batch, prepare
@@ -39,7 +39,9 @@ def generate_adversarial_examples(
         attack: str, config dict or `keras_advreg.attacks.Attack`. Defaults to
             `"pgd"`.
         norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
-            clip_value_max, loss: As in `evaluate_robustness`.
+            clip_value_max: Deprecated, as in `evaluate_robustness`: set them on
+            `attack`.
+        loss: As in `evaluate_robustness`.
 
     Returns:
         `(x_adv, clean_predictions, adversarial_predictions)` as numpy values.
@@ -55,15 +57,17 @@ def generate_adversarial_examples(
     ([-0.2, 0.5], [0], [1])
     """
     require_backend("keras_advreg.generate_adversarial_examples")
-    attack = from_arguments(
+    attack = resolve(
         attack,
         epsilon,
-        norm,
-        clip_value_min,
-        clip_value_max,
-        pgd_steps,
-        pgd_step_size,
-        random_start,
+        epsilons_name="epsilon",
+        caller="generate_adversarial_examples",
+        norm=norm,
+        clip_value_min=clip_value_min,
+        clip_value_max=clip_value_max,
+        pgd_steps=pgd_steps,
+        pgd_step_size=pgd_step_size,
+        random_start=random_start,
     )
     if len(attack.epsilons) != 1:
         raise ValueError(f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_advreg.attacks.base import Attack, register_attack
 from keras_advreg.attacks.fgsm import scale_small_gradients
-from keras_advreg.attacks.norms import project, random_unit_ball, unit_direction
+from keras_advreg.ball import project, random_unit_ball, unit_direction
 from keras_advreg.utils import check_positive_int
 
 
@@ -40,6 +40,12 @@ class PGD(Attack):
     """
 
     strength = "fixed-step"
+    legacy_arguments = {
+        **Attack.legacy_arguments,
+        "pgd_steps": "steps",
+        "pgd_step_size": "step_size",
+        "random_start": "random_start",
+    }
 
     def __init__(
         self,
@@ -80,6 +86,23 @@ class PGD(Attack):
 
     def describe(self) -> str:
         return f"PGD-{self.steps}"
+
+    def details(self) -> list[str]:
+        size = (
+            f"{self.step_size:g}" if self.step_size is not None else f"2.5 * epsilon / {self.steps}"
+        )
+        return [
+            f"{self.steps} steps of size {size}",
+            *(["random start"] if self.random_start else []),
+        ]
+
+    def report_fields(self) -> dict:
+        """The step sizes per epsilon, under the names of the keyword arguments."""
+        return {
+            "pgd_steps": self.steps,
+            "pgd_step_size": self.step_size,
+            "pgd_step_sizes": self.step_sizes(),
+        }
 
     def step_sizes(self) -> list[float]:
         """The step size per epsilon: `step_size`, or `2.5 * epsilon / steps`."""

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Log keys (without "val_") that are accuracies: the robust accuracy (and its per-epsilon
-#: keys), the clean accuracy of the robustness callback, and the tuner's blend.
-_PREFIXES = ("adv_accuracy", "clean_adv_accuracy", "clean_accuracy")
-
-
-def is_accuracy_key(name: str) -> bool:
-    bare = name[len("val_") :] if name.startswith("val_") else name
-    return any(bare == p or bare.startswith(p + "_eps_") for p in _PREFIXES)
+# The robust accuracy (and its per-epsilon keys), the clean accuracy of the robustness
+# callback, and the tuner's blend: named in `keras_advreg.log_keys`.
+from keras_advreg.log_keys import is_accuracy_key
 
 
 def install() -> None:

@@ -1,7 +1,7 @@
 """`AttackCallback`: what the callbacks that attack held-out data during `fit` share.
 
-The data, the attack (built once, from an object, a name or the legacy keyword
-arguments), batching, the loss, the label keys and the every-n-epochs schedule live here
+The data, the attack (resolved once, at construction, from an object, a name or a config
+dict), batching, the loss, the label keys and the every-n-epochs schedule live here
 once, as Keras' `MonitorCallback` holds what its monitoring callbacks share.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import keras
 
-from keras_advreg.attacks.base import from_arguments
+from keras_advreg.attacks.base import resolve
 from keras_advreg.utils import check_positive_int, is_tf_dataset, require_backend
 
 
@@ -23,8 +23,10 @@ class AttackCallback(keras.callbacks.Callback):
         data: `(x, y)` arrays, a dict of features with the label key(s), or a
             `tf.data.Dataset` of either.
         attack: str, config dict or `keras_advreg.attacks.Attack`.
-        attack_arguments: dict. The legacy keyword arguments (`epsilons`,
-            `norm`, `pgd_steps`, ...) that set the attack's fields.
+        attack_arguments: dict. `epsilons` (or `epsilon`: the radii, when not
+            the attack's) and the deprecated keyword arguments (`norm`,
+            `pgd_steps`, ...), as the subclass received them; see
+            `keras_advreg.attacks.base.resolve`.
         batch_size: int. Batch size for array data.
         loss: Loss to attack, or None (cross-entropy on the logits).
         label_keys: str or sequence of str. Label key(s) of feature dicts.
@@ -51,8 +53,17 @@ class AttackCallback(keras.callbacks.Callback):
         self.loss = loss
         self.label_keys = label_keys
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
-        # Validates the attack settings now, not at the first epoch.
-        self._attack = from_arguments(attack, **attack_arguments)
+        # Resolved and validated once, now, not at the first epoch.
+        arguments = dict(attack_arguments)
+        name = "epsilons" if "epsilons" in arguments else "epsilon"
+        self._attack = resolve(
+            attack,
+            arguments.pop(name, None),
+            epsilons_name=name,
+            caller=type(self).__name__,
+            stacklevel=4,
+            **arguments,
+        )
 
     def is_due(self, epoch: int) -> bool:
         """Keras' `validation_freq` schedule: epochs n, 2n, ... (counting from 1) and the last."""

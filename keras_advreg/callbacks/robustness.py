@@ -11,7 +11,8 @@ from keras_advreg.callbacks.images import AdversarialExamplesCallback
 from keras_advreg.evaluation.checks import UPPER_BOUND, WEAK_STRENGTHS
 from keras_advreg.evaluation.evaluate import evaluate_robustness
 from keras_advreg.evaluation.report import RobustnessReport
-from keras_advreg.utils import check_positive_int, format_eps
+from keras_advreg.log_keys import ADV_ACCURACY, CLEAN_ACCURACY, per_epsilon
+from keras_advreg.utils import check_positive_int
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -71,11 +72,12 @@ class AdversarialRobustnessCallback(AttackCallback):
         epsilons: float or sequence of floats >= 0. Attack radii; the first
             is logged as `metric_name`. Defaults to `None` (the attack's;
             `0.1` for a name).
-        attack: str, config dict or `keras_advreg.attacks.Attack`. Defaults to
+        attack: str, config dict or `keras_advreg.attacks.Attack` (with its
+            norm, clip range and budget). Resolved once, here. Defaults to
             `"autoattack-fast"`.
         norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
-            clip_value_max: As in `evaluate_robustness` (set the attack's
-            fields).
+            clip_value_max: Deprecated, as in `evaluate_robustness`: set them
+            on `attack`.
         batch_size: int. Batch size for array data. Defaults to `256`.
         loss: str, callable or `keras.losses.Loss`. Loss to attack. Defaults
             to `None` (cross-entropy on the logits).
@@ -113,7 +115,10 @@ class AdversarialRobustnessCallback(AttackCallback):
     Example:
 
     >>> callback = AdversarialRobustnessCallback(
-    ...     (x_val, y_val), epsilons=(0.1, 0.2), clip_value_min=0.0, clip_value_max=1.0
+    ...     (x_val, y_val),
+    ...     attack=keras_advreg.attacks.AutoAttack(
+    ...         version="fast", clip_value_min=0.0, clip_value_max=1.0),
+    ...     epsilons=(0.1, 0.2),
     ... )  # doctest: +SKIP
     >>> model.fit(x, y, epochs=10, callbacks=[
     ...     callback,  # first: the callbacks after it see `val_adv_accuracy`
@@ -138,7 +143,7 @@ class AdversarialRobustnessCallback(AttackCallback):
         label_keys: Any = ("label",),
         every_n_epochs: int = 1,
         max_examples: int | None = None,
-        metric_name: str = "val_adv_accuracy",
+        metric_name: str = ADV_ACCURACY,
         log_dir: str | None = None,
         num_images: int = 8,
         verbose: int = 0,
@@ -147,7 +152,7 @@ class AdversarialRobustnessCallback(AttackCallback):
         check_finite: bool = True,
     ):
         arguments = dict(
-            epsilon=epsilons,
+            epsilons=epsilons,
             norm=norm,
             clip_value_min=clip_value_min,
             clip_value_max=clip_value_max,
@@ -156,13 +161,6 @@ class AdversarialRobustnessCallback(AttackCallback):
             random_start=random_start,
         )
         super().__init__(data, attack, arguments, batch_size, loss, label_keys, every_n_epochs)
-        self.epsilons = epsilons
-        self.norm = norm
-        self.pgd_steps = pgd_steps
-        self.pgd_step_size = pgd_step_size
-        self.random_start = random_start
-        self.clip_value_min = clip_value_min
-        self.clip_value_max = clip_value_max
         self.max_examples = check_positive_int("max_examples", max_examples, allow_none=True)
         if not isinstance(metric_name, str) or not _NAME.match(metric_name):
             raise ValueError(
@@ -219,8 +217,8 @@ class AdversarialRobustnessCallback(AttackCallback):
     @property
     def log_keys(self) -> list[str]:
         """The keys this callback writes into `logs`."""
-        per_eps = [f"{self.metric_name}_eps_{format_eps(e)}" for e in self._attack.epsilons]
-        return [self.metric_name, *per_eps, "val_clean_accuracy"]
+        per_eps = [per_epsilon(self.metric_name, e) for e in self._attack.epsilons]
+        return [self.metric_name, *per_eps, CLEAN_ACCURACY]
 
     def _evaluate(self, max_examples: int | None) -> RobustnessReport:
         return evaluate_robustness(

@@ -13,12 +13,16 @@ from typing import Any
 
 from keras_advreg.data.adapters import keys_arg, to_dict
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
+#: The original files tfds builds a data set from offline (`manual_dir`), per data set,
+#: checked before tfds runs.
+MANUAL_FILES = {
+    "mnist": (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ),
+}
 
 
 # --------------------------------------------------------------------------- tfds
@@ -148,13 +152,13 @@ def load_tfds(
                 f"`manual_dir` must be an existing folder with the original files of {name!r}. "
                 f"Received: manual_dir={manual_dir!r}, which does not exist"
             )
-        if name == "mnist":
-            missing = [f for f in _MNIST_FILES if not os.path.isfile(os.path.join(manual_dir, f))]
-            if missing:
-                raise ValueError(
-                    f"`manual_dir` lacks the MNIST file(s) {missing}. Received: "
-                    f"manual_dir={manual_dir!r}"
-                )
+        required = MANUAL_FILES.get(name, ())
+        missing = [f for f in required if not os.path.isfile(os.path.join(manual_dir, f))]
+        if missing:
+            raise ValueError(
+                f"`manual_dir` lacks the {name.upper()} file(s) {missing}. Received: "
+                f"manual_dir={manual_dir!r}"
+            )
 
     tfds = _import_tfds()
     import tensorflow as tf

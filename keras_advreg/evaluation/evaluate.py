@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from keras_advreg.attacks.apgd import APGD
-from keras_advreg.attacks.base import Attack, from_arguments
+from keras_advreg.attacks.base import Attack, resolve
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import AttackProblem, check_labels
 from keras_advreg.attacks.runner import BatchResult, attack_batch, prepare
@@ -74,22 +74,21 @@ def evaluate_robustness(
             such as an unbuilt subclassed one) by features and labels of
             different static leading sizes; any other dataset is used as
             batched.
-        epsilons: float or sequence of floats >= 0. Attack radii. Defaults to
-            `None` (the attack's own; `0.1` for a name).
+        epsilons: float or sequence of floats >= 0. Attack radii (the attack
+            is run at each). Defaults to `None` (the attack's own; `0.1` for a
+            name).
         attack: str (`keras_advreg.attacks.names()`: `"autoattack"`,
             `"autoattack-fast"`, `"apgd-ce"`, `"apgd-dlr"`, `"apgd-t"`,
             `"square"`, `"pgd"`, `"fgsm"`), a config dict, or a
-            `keras_advreg.attacks.Attack`. Defaults to `"autoattack"`.
-        norm: str. `"infinity"`, `"l2"` (or `"l1"`, FGSM only). Defaults to
-            the attack's (`"infinity"`).
-        pgd_steps: int. Iterations of `attack="pgd"`. Defaults to `10`.
-        pgd_step_size: float. Step of `attack="pgd"`. Defaults to
-            `2.5 * epsilon / pgd_steps`.
-        random_start: bool. Random start of `attack="pgd"`. Defaults to `True`.
-        clip_value_min: float or dict of floats per feature. Lower bound of
-            perturbed features (e.g. `0.0` for images). Defaults to `None`.
-        clip_value_max: float or dict of floats per feature. Upper bound.
-            Defaults to `None`.
+            `keras_advreg.attacks.Attack` (which carries the norm, the clip
+            range and the budget, e.g. `attacks.PGD(norm="l2", steps=40,
+            clip_value_min=0.0, clip_value_max=1.0)`). Defaults to
+            `"autoattack"`.
+        norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
+            clip_value_max: Deprecated: set them on `attack` instead
+            (`pgd_steps` is `PGD`'s `steps`, `pgd_step_size` its `step_size`).
+            When given, they set the attack's fields, with a
+            `DeprecationWarning`.
         batch_size: int. Batch size for array data and unbatched datasets.
             Defaults to `256`.
         loss: str, callable or `keras.losses.Loss`. Loss to attack, applied to
@@ -125,15 +124,16 @@ def evaluate_robustness(
     (0.5, {0.1: 0.5, 0.5: 0.0})
     """
     require_backend("keras_advreg.evaluate_robustness")
-    attack = from_arguments(
+    attack = resolve(
         attack,
         epsilons,
-        norm,
-        clip_value_min,
-        clip_value_max,
-        pgd_steps,
-        pgd_step_size,
-        random_start,
+        caller="evaluate_robustness",
+        norm=norm,
+        clip_value_min=clip_value_min,
+        clip_value_max=clip_value_max,
+        pgd_steps=pgd_steps,
+        pgd_step_size=pgd_step_size,
+        random_start=random_start,
     )
     batch_size = check_positive_int("batch_size", batch_size)
     max_examples = check_positive_int("max_examples", max_examples, allow_none=True)
@@ -230,12 +230,7 @@ def report_config(attack: Attack, problem: AttackProblem, loss: Any) -> dict:
     config = {"attack": attack.name, "description": attack.describe(), **attack.get_config()}
     config["epsilons"] = list(attack.epsilons)
     del config["epsilon"]
-    if attack.name == "pgd":  # the names of the keyword arguments that made it
-        config.update(
-            pgd_steps=attack.steps,
-            pgd_step_size=attack.step_size,
-            pgd_step_sizes=attack.step_sizes(),
-        )
+    config.update(attack.report_fields())
     skipped = getattr(attack, "skipped", None)
     if skipped is not None:
         config["skipped"] = skipped(problem)

@@ -35,6 +35,12 @@ ADV_LOSSES = ("labeled", "trades")
 # The one legacy spelling of a field: keras_advreg's tuner called `multiplier` `adv_multiplier`
 # (NSL's own keyword, and the prefix of its other adversarial fields).
 _FIELD_ALIASES = {"adv_multiplier": "multiplier"}
+#: The training methods the `adv_method` hyperparameter chooses between (see
+#: `AdvConfig.from_hyperparameters`): NSL's neighbours as configured, `AdvConfig.fast`'s
+#: recipe, `AdvConfig.free`'s recipe.
+ADV_METHODS = ("nsl", "fast", "free")
+#: Replays per minibatch of "free" training when not given (`AdvConfig.free`, `adv_method`).
+DEFAULT_FREE_REPLAYS = 8
 
 
 def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
@@ -309,7 +315,7 @@ class AdvConfig:
         >>> AdvConfig.fast(0.3).adv_step_size
         0.375
         """
-        return cls(
+        settings = dict(
             multiplier=multiplier,
             adv_step_size=1.25 * epsilon,
             adv_grad_norm="infinity",
@@ -318,14 +324,14 @@ class AdvConfig:
             pgd_iterations=1,
             pgd_epsilon=epsilon,
             random_init=True,
-            **fields,
         )
+        return cls(**{**settings, **fields})
 
     @classmethod
     def free(
         cls,
         epsilon: float,
-        replays: int = 8,
+        replays: int = DEFAULT_FREE_REPLAYS,
         clip_value_min: Any = 0.0,
         clip_value_max: Any = 1.0,
         random_init: bool = False,
@@ -401,10 +407,22 @@ class AdvConfig:
     def from_hyperparameters(cls, hp: Any, base: AdvConfig | None = None) -> AdvConfig:
         """Builds a config from hyperparameter values (e.g. the best keras-tuner trial's).
 
+        The one translation of hyperparameters into a config:
+        `keras_advreg.tuning.AdversarialHyperModel` builds every trial's config
+        with it.
+
         Args:
             hp: `keras_tuner.HyperParameters` or a dict of values. Values named
                 after an `AdvConfig` field set it (`adv_multiplier` is also
-                read as `multiplier`); others are ignored.
+                read as `multiplier`); `adv_method` (one of `ADV_METHODS`), when
+                present and not None, then applies that method's recipe:
+                `"nsl"` keeps NSL's neighbours as configured (no free
+                replays); `"fast"` is `AdvConfig.fast` and `"free"`
+                `AdvConfig.free` (`free_replays` replays, `DEFAULT_FREE_REPLAYS`
+                if neither the values nor `base` set them) in the ball of
+                `pgd_epsilon` (or `adv_step_size` when None), keeping the
+                config's multiplier, norm, clip values and feature mask. Other
+                values are ignored.
             base: AdvConfig. Values for fields the hyperparameters do not set.
                 Defaults to `AdvConfig()`.
 
@@ -412,6 +430,8 @@ class AdvConfig:
 
         >>> AdvConfig.from_hyperparameters({"adv_multiplier": 0.5, "adv_grad_norm": "l2"}).multiplier
         0.5
+        >>> AdvConfig.from_hyperparameters({"adv_method": "free", "pgd_epsilon": 0.3}).free_replays
+        8
         """
         values = hp if isinstance(hp, Mapping) else getattr(hp, "values", None)
         if not isinstance(values, Mapping):
@@ -424,7 +444,27 @@ class AdvConfig:
             for name, value in values.items()
             if _FIELD_ALIASES.get(name, name) in fields
         }
-        return (base or cls()).replace(**changes)
+        base = base or cls()
+        method = values.get("adv_method")
+        if method is None:
+            return base.replace(**changes)
+        if method not in ADV_METHODS:
+            raise ValueError(
+                f"`adv_method` must be one of {', '.join(map(repr, ADV_METHODS))}. "
+                f"Received: adv_method={method!r}"
+            )
+        replays = changes.pop("free_replays", None) or base.free_replays
+        config = base.replace(**changes, free_replays=None)
+        if method == "nsl":
+            return config
+        eps = config.pgd_epsilon if config.pgd_epsilon is not None else config.adv_step_size
+        keep = ("multiplier", "adv_grad_norm", "clip_value_min", "clip_value_max", "feature_mask")
+        kept = {f: getattr(config, f) for f in keep}
+        if method == "fast":
+            return cls.fast(eps, **kept, adv_loss=config.adv_loss)
+        return cls.free(
+            eps, replays or DEFAULT_FREE_REPLAYS, **kept, random_init=config.random_init
+        )
 
 
 def make_adv_reg_config(

@@ -77,8 +77,8 @@ def adversarial_loss(
     require_tensorflow_backend("keras_advreg.adversarial_loss")
     import tensorflow as tf
 
-    from keras_advreg.attacks.norms import random_in_norm_ball
     from keras_advreg.backend.nsl_private import neighbor
+    from keras_advreg.ball import random_in_norm_ball
 
     config = AdvConfig.coerce(adv_config)
     if config.adv_loss != "labeled" or config.free_replays is not None:

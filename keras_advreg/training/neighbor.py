@@ -7,8 +7,8 @@ owns the backend's autodiff): the features are keyed as NSL keys them (a dict by
 a list by position, a single tensor as `""`), split into perturbable (floating-point)
 tensors and others, and each step is NSL's: the gradient masked by `feature_mask`, made a
 unit-`adv_grad_norm` direction jointly over the perturbable features of an example
-(`attacks.norms.unit_direction`), scaled by `adv_step_size`, projected onto the
-`pgd_epsilon` ball around the clean features (`attacks.norms.project`), added to them
+(`keras_advreg.ball.unit_direction`), scaled by `adv_step_size`, projected onto the
+`pgd_epsilon` ball around the clean features (`keras_advreg.ball.project`), added to them
 without gradient, and clipped to `clip_value_min` / `clip_value_max`.
 
 NSL looks masks and clip values up by the same keys, so a scalar mask or clip value applies
@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_advreg.ball import random_in_ball
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.routing import is_perturbable
 
@@ -94,7 +95,7 @@ class Neighbors:
     def perturbations(self, at: Mapping, grads: Mapping) -> dict:
         """NSL's `_compute_perturbations`: one step from `at`, as an offset from the clean
         features, projected onto the `pgd_epsilon` ball."""
-        from keras_advreg.attacks.norms import project, unit_direction
+        from keras_advreg.ball import project, unit_direction
 
         config = self.config
         masked = {key: self._masked(key, g) for key, g in grads.items()}
@@ -147,49 +148,6 @@ class Neighbors:
     @staticmethod
     def _bound(value: Any, like: Any) -> Any:
         return keras.ops.cast(keras.ops.convert_to_tensor(np.asarray(value)), like.dtype)
-
-
-def random_in_ball(dense: Mapping, radius: float, norm: str, seeds: Callable[[], Any]) -> dict:
-    """NSL's `random_in_norm_ball` distributions with `keras.random` (each example of the
-    dict of batched tensors one point; `seeds()` gives the `seed` of each draw).
-
-    Uniform on the cube for l-inf; Barthe et al.'s construction for l2 (normal coordinates
-    over `sqrt(||g||^2 + E)`, `E ~ Gamma(1, rate 0.5)`) and l1 (Laplace coordinates over
-    `||l||_1 + E`, `E ~ Gamma(1, 1)`), as NSL draws them.
-    """
-    keys = list(dense)
-    tensors = [dense[k] for k in keys]
-    if norm == "infinity":
-        out = [
-            keras.random.uniform(t.shape, -radius, radius, dtype=t.dtype, seed=seeds())
-            for t in tensors
-        ]
-        return dict(zip(keys, out))
-
-    def per_example(values):
-        total = None
-        for v in values:
-            s = keras.ops.sum(v, axis=tuple(range(1, len(v.shape)))) if len(v.shape) > 1 else v
-            total = s if total is None else total + s
-        return total
-
-    def gamma(shape, dtype):
-        return keras.random.gamma(shape, 1.0, dtype=dtype, seed=seeds())
-
-    batch = tensors[0].shape[0]
-    if norm == "l2":
-        samples = [keras.random.normal(t.shape, dtype=t.dtype, seed=seeds()) for t in tensors]
-        squared = per_example([keras.ops.square(s) for s in samples])
-        extra = 2.0 * gamma((batch,), squared.dtype)  # Gamma(1, rate 0.5)
-        scale = radius / keras.ops.sqrt(squared + extra)
-    elif norm == "l1":
-        samples = [gamma(t.shape, t.dtype) - gamma(t.shape, t.dtype) for t in tensors]
-        l1 = per_example([keras.ops.abs(s) for s in samples])
-        scale = radius / (l1 + gamma((batch,), l1.dtype))
-    else:
-        raise ValueError(f"`norm` must be one of 'infinity', 'l2', 'l1'. Received: norm={norm!r}")
-    out = [s * keras.ops.reshape(scale, (-1,) + (1,) * (len(s.shape) - 1)) for s in samples]
-    return dict(zip(keys, out))
 
 
 __all__ = ["Neighbors", "compose_as_dict", "decompose_as", "finite", "random_in_ball"]

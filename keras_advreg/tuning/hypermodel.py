@@ -24,13 +24,14 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 import keras
 
-from keras_advreg.attacks.base import from_arguments
+from keras_advreg.attacks.base import resolve
 from keras_advreg.callbacks.robustness import AdversarialRobustnessCallback
 from keras_advreg.data.adapters import unpack_batch
+from keras_advreg.log_keys import CLEAN_ACCURACY
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.model import AdversarialRegularization
 from keras_advreg.tuning.search import ADV_ACCURACY, CLEAN_ADV_ACCURACY, objective
-from keras_advreg.tuning.search_space import SearchDimension, adv_config_values, with_method
+from keras_advreg.tuning.search_space import SearchDimension
 from keras_advreg.tuning.trial import (
     CleanAdvAccuracy,
     callable_name,
@@ -40,12 +41,12 @@ from keras_advreg.tuning.trial import (
     objective_names,
     trial_objective,
 )
-from keras_advreg.utils import is_number, normalize_norm, require_tensorflow_backend
+from keras_advreg.utils import is_number, require_tensorflow_backend
 
 #: Where the clean accuracy comes from, first found: the robustness callback's (same
 #: examples as the robust accuracy), else Keras' validation accuracy.
 CLEAN_ACCURACY_KEYS = (
-    "val_clean_accuracy",
+    CLEAN_ACCURACY,
     "val_accuracy",
     "val_sparse_categorical_accuracy",
     "val_acc",
@@ -128,24 +129,23 @@ class AdversarialHyperModel(kt.HyperModel):
             neighbours as configured), `"fast"` (FGSM from a random start,
             step 1.25 eps) or `"free"` (free training), or a list of them;
             eps is `pgd_epsilon` or else `adv_step_size` (see
-            `keras_advreg.tuning.search_space.with_method`). A "free" trial
-            makes `free_replays` optimizer updates per batch. Defaults to
+            `AdvConfig.from_hyperparameters`). A "free" trial makes
+            `free_replays` optimizer updates per batch. Defaults to
             `None` (not searched: as `adv_config` says).
         free_replays: Search space of "free" training's replays per batch.
-            Defaults to `None` (not searched: `adv_config.free_replays`, or 4).
+            Defaults to `None` (not searched: `adv_config.free_replays`, or 8).
         epsilons: float or tuple of float. Attack radii of the robustness
             evaluation; the first gives `val_adv_accuracy`, each also logs
             `val_adv_accuracy_eps_{epsilon}`. Defaults to `(0.1,)`.
         attack: str, config dict or `keras_advreg.attacks.Attack`. Attack of
-            the evaluation that the objective is measured by. Defaults to
-            `"autoattack-fast"` (APGD-CE + APGD-T): a single-step attack would
-            let the search select gradient-masked configurations.
-        attack_norm: str. Norm of the evaluation attack. Defaults to
-            `"infinity"`.
-        clip_value_min: float. Lower clip of the evaluation's adversarial
-            examples. Defaults to `adv_config.clip_value_min`.
-        clip_value_max: float. Upper clip of the evaluation's adversarial
-            examples. Defaults to `adv_config.clip_value_max`.
+            the evaluation that the objective is measured by (resolved once,
+            here). Where it has no clip range, `adv_config`'s is used.
+            Defaults to `"autoattack-fast"` (APGD-CE + APGD-T, l-inf): a
+            single-step attack would let the search select gradient-masked
+            configurations.
+        attack_norm, clip_value_min, clip_value_max: Deprecated: set the norm
+            and the clip range on `attack` (e.g.
+            `attacks.AutoAttack(version="fast", norm="l2")`).
         max_eval_examples: int. Evaluate robustness on at most this many
             validation examples (faster trials). Defaults to `None` (all).
         robust_weight: float in [0, 1]. Weight of the robust accuracy in
@@ -200,7 +200,7 @@ class AdversarialHyperModel(kt.HyperModel):
         free_replays: Any = None,
         epsilons: Any = (0.1,),
         attack: Any = "autoattack-fast",
-        attack_norm: str = "infinity",
+        attack_norm: str | None = None,
         clip_value_min: Any = None,
         clip_value_max: Any = None,
         max_eval_examples: int | None = None,
@@ -235,14 +235,21 @@ class AdversarialHyperModel(kt.HyperModel):
         self.adv_method = adv_method
         self.free_replays = free_replays
         self.epsilons = epsilons
-        self.attack = attack
-        self.attack_norm = normalize_norm(attack_norm, "attack_norm")
-        self.clip_value_min = (
-            self.adv_config.clip_value_min if clip_value_min is None else clip_value_min
+        # The evaluation's attack, resolved once; the training's box where it has none.
+        self.attack = resolve(
+            attack,
+            epsilons,
+            caller="AdversarialHyperModel",
+            norm=attack_norm,
+            clip_value_min=clip_value_min,
+            clip_value_max=clip_value_max,
         )
-        self.clip_value_max = (
-            self.adv_config.clip_value_max if clip_value_max is None else clip_value_max
-        )
+        box = {
+            field: getattr(self.adv_config, field)
+            for field in ("clip_value_min", "clip_value_max")
+            if getattr(self.attack, field) is None
+        }
+        self.attack = self.attack.replace(**box) if box else self.attack
         if max_eval_examples is not None and (
             isinstance(max_eval_examples, bool)
             or not isinstance(max_eval_examples, numbers.Integral)
@@ -265,10 +272,6 @@ class AdversarialHyperModel(kt.HyperModel):
                 f"`callback_kwargs` cannot set {reserved}: the hypermodel passes the validation "
                 f"data and logs {ADV_ACCURACY!r}. Received: callback_kwargs={callback_kwargs!r}"
             )
-        # The attack's settings (epsilons, norm, clip values) are checked now.
-        self._attack = from_arguments(
-            attack, epsilons, self.attack_norm, self.clip_value_min, self.clip_value_max
-        )
         specs = {
             "adv_multiplier": (adv_multiplier, "float"),
             "adv_step_size": (adv_step_size, "float"),
@@ -322,19 +325,13 @@ class AdversarialHyperModel(kt.HyperModel):
     def get_adv_config(self, hp: Any) -> AdvConfig:
         """Returns the `AdvConfig` of a trial's hyperparameters (or a dict of values).
 
-        Fields that are not hyperparameters come from `adv_config`; the
-        `adv_method` hyperparameter, when searched, then sets the method's
-        fields (`with_method`).
+        `AdvConfig.from_hyperparameters(hp, base=adv_config)`: fields that are
+        not hyperparameters come from `adv_config`; the `adv_method`
+        hyperparameter, when searched, then applies the method's recipe.
         """
-        fields = adv_config_values(hp)
         values = hp if isinstance(hp, Mapping) else hp.values
-        method = values.get("adv_method")
         try:
-            if method is None:
-                return self.adv_config.replace(**fields)
-            replays = fields.pop("free_replays", None) or self.adv_config.free_replays
-            config = self.adv_config.replace(**fields, free_replays=None)
-            return with_method(config, method, replays)
+            return AdvConfig.from_hyperparameters(values, base=self.adv_config)
         except ValueError as error:
             raise ValueError(
                 f"Invalid adversarial hyperparameters {dict(values)}: {error}"
@@ -404,11 +401,7 @@ class AdversarialHyperModel(kt.HyperModel):
     def make_callback(self, validation_data: Any) -> AdversarialRobustnessCallback:
         """Returns the `AdversarialRobustnessCallback` a trial uses."""
         kwargs = dict(
-            epsilons=self.epsilons,
             attack=self.attack,
-            norm=self.attack_norm,
-            clip_value_min=self.clip_value_min,
-            clip_value_max=self.clip_value_max,
             max_examples=self.max_eval_examples,
             label_keys=self.label_keys,
         )

@@ -8,10 +8,9 @@ from typing import Any
 
 import keras_tuner as kt
 
-#: Log key of the robust accuracy (first attack epsilon), written by the robustness callback.
-ADV_ACCURACY = "val_adv_accuracy"
-#: Log key of `robust_weight * val_adv_accuracy + (1 - robust_weight) * clean accuracy`.
-CLEAN_ADV_ACCURACY = "val_clean_adv_accuracy"
+# The log keys of the robust accuracy (first attack epsilon, written by the robustness
+# callback) and of `robust_weight * val_adv_accuracy + (1 - robust_weight) * clean accuracy`.
+from keras_advreg.log_keys import ADV_ACCURACY, CLEAN_ADV_ACCURACY
 
 
 # ---------------------------------------------------------------------- module helpers

@@ -13,25 +13,11 @@ from typing import Any
 
 import keras_tuner as kt
 
+from keras_advreg.training.config import ADV_LOSSES, ADV_METHODS, DEFAULT_FREE_REPLAYS, AdvConfig
 from keras_advreg.utils import is_number, normalize_norm
 
-#: keras-tuner hyperparameter name -> the `AdvConfig` field it sets.
-HYPERPARAMETER_FIELDS = {
-    "adv_multiplier": "multiplier",
-    "adv_step_size": "adv_step_size",
-    "adv_grad_norm": "adv_grad_norm",
-    "pgd_iterations": "pgd_iterations",
-    "pgd_epsilon": "pgd_epsilon",
-    "adv_loss": "adv_loss",
-    "free_replays": "free_replays",
-}
-
-#: The training methods `adv_method` chooses between (see `with_method`).
-ADV_METHODS = ("nsl", "fast", "free")
-#: Replays of "free" training when `free_replays` is neither searched nor set.
-DEFAULT_FREE_REPLAYS = 4
 #: The allowed values of the categorical hyperparameters other than norms.
-_CATEGORIES = {"adv_loss": ("labeled", "trades"), "adv_method": ADV_METHODS}
+_CATEGORIES = {"adv_loss": ADV_LOSSES, "adv_method": ADV_METHODS}
 
 # Default search space. The tutorial's hand-picked values (0.2, 0.2, l-inf) are the
 # hyperparameters' defaults (used where keras-tuner does not tune a value).
@@ -139,51 +125,23 @@ class SearchDimension:
         return getattr(hp, self.method)(self.name, **self.kwargs)
 
 
-def adv_config_values(hp: Any) -> dict:
-    """The `AdvConfig` fields set by a trial's hyperparameters (or a dict of values)."""
-    values = hp if isinstance(hp, Mapping) else getattr(hp, "values", None)
-    if not isinstance(values, Mapping):
-        raise TypeError(
-            f"`hp` must be keras_tuner.HyperParameters or a dict of values. Received: hp={hp!r}"
-        )
-    return {field: values[name] for name, field in HYPERPARAMETER_FIELDS.items() if name in values}
-
-
 def with_method(config: Any, method: str | None, free_replays: int | None = None) -> Any:
     """`config` (an `AdvConfig`) trained by `method`, the `adv_method` hyperparameter.
 
-    - `"nsl"`: NSL's neighbours as configured (FGSM, or PGD with `pgd_iterations`);
-      `free_replays` is cleared.
-    - `"fast"`: Wong et al.'s FGSM from a random start, step 1.25 eps, in the ball of
-      eps = `pgd_epsilon` (or `adv_step_size` when no `pgd_epsilon`).
-    - `"free"`: Shafahi et al.'s free training in that ball, step eps, `free_replays`
-      replays (`DEFAULT_FREE_REPLAYS` if None), the labeled loss.
+    `AdvConfig.from_hyperparameters` with only `adv_method` (and `free_replays`): `"nsl"`
+    (NSL's neighbours as configured), `"fast"` (`AdvConfig.fast`'s recipe) or `"free"`
+    (`AdvConfig.free`'s, `DEFAULT_FREE_REPLAYS` replays unless given), in the ball of
+    `pgd_epsilon` (or `adv_step_size` when no `pgd_epsilon`).
     """
     if method is None:
         return config
-    if method == "nsl":
-        return config.replace(free_replays=None)
-    eps = config.pgd_epsilon if config.pgd_epsilon is not None else config.adv_step_size
-    if method == "fast":
-        return config.replace(
-            random_init=True, pgd_iterations=1, pgd_epsilon=eps, adv_step_size=1.25 * eps,
-            free_replays=None,
-        )  # fmt: skip
-    if method == "free":
-        return config.replace(
-            free_replays=free_replays or DEFAULT_FREE_REPLAYS, adv_loss="labeled",
-            pgd_iterations=1, pgd_epsilon=eps, adv_step_size=eps,
-        )  # fmt: skip
-    raise ValueError(
-        f"`adv_method` must be one of {', '.join(map(repr, ADV_METHODS))}. "
-        f"Received: adv_method={method!r}"
-    )
+    values = {"adv_method": method, "free_replays": free_replays}
+    return AdvConfig.from_hyperparameters(values, base=config)
 
 
 __all__ = [
     "ADV_METHODS",
-    "HYPERPARAMETER_FIELDS",
+    "DEFAULT_FREE_REPLAYS",
     "SearchDimension",
-    "adv_config_values",
     "with_method",
 ]
