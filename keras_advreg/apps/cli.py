@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
@@ -147,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data],
         help="measure the robustness of a saved Keras model",
         description="Load a .keras model (safe mode: no code from the file is run) and "
-        "measure its accuracy under white-box FGSM or PGD attacks.",
+        "measure its accuracy under attack: AutoAttack by default (APGD-CE, APGD-T and the "
+        "gradient-free Square attack), or a single attack chosen with --attack.",
     )
     evaluate.add_argument("model", help="the model file (.keras).")
     evaluate.add_argument(
@@ -473,7 +475,18 @@ def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: s
     from keras_advreg.evaluation import evaluate_robustness
 
     data = batches_with_progress(x, y, batch_size, title)
-    return evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
+    # The report prints its findings; other warnings (e.g. about the model's output) are
+    # printed once each as one line, without Python's source line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
+    shown = set(report.warnings)
+    for warning in caught:
+        message = str(warning.message)
+        if message not in shown and issubclass(warning.category, UserWarning):
+            shown.add(message)
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
+    return report
 
 
 # --------------------------------------------------------------------------- evaluate's pieces

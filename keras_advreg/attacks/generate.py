@@ -38,8 +38,13 @@ def generate_adversarial_examples(
         epsilon: float. Attack radius. Defaults to the attack's (`0.1`).
         attack: str, config dict or `keras_advreg.attacks.Attack`. Defaults to
             `"pgd"`.
-        norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
-            clip_value_max, loss: As in `evaluate_robustness`.
+        norm: As in `evaluate_robustness`.
+        pgd_steps: As in `evaluate_robustness`.
+        pgd_step_size: As in `evaluate_robustness`.
+        random_start: As in `evaluate_robustness`.
+        clip_value_min: As in `evaluate_robustness`.
+        clip_value_max: As in `evaluate_robustness`.
+        loss: As in `evaluate_robustness`.
 
     Returns:
         `(x_adv, clean_predictions, adversarial_predictions)` as numpy values.
