@@ -7,7 +7,7 @@ sized CNN and the same attack, over a dataset generated on the fly (nothing mate
 
     python benchmarks/eval_memory.py [--sizes 10000,60000] [--attack fgsm] [--batch 256]
 
-Target (issue 14): peak RSS at 60k within 10% of that at 10k.
+Goal: peak RSS at 60k within 10% of that at 10k.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Two measurements, side by side in one run (CPU time beside wall time):
 (a) Cost of one optimizer update: "free" training (each update one forward+backward at
     the perturbed point, whose input gradient also moves the perturbation) against a plain
     update of the same network and batch. Rounds interleave plain and free epochs over the
-    same batches after a warm-up. Target (issue 11): free <= 1.2x plain, CPU time.
+    same batches after a warm-up. Goal: free <= 1.2x plain, CPU time.
 
 (b) For each method, the network of `keras-advreg robust-mnist --epsilon 0.2` (Wong et al.'s
     conv16-conv32-fc100) trained on MNIST for the same budget of epoch-equivalents (forward
@@ -21,8 +21,8 @@ Two measurements, side by side in one run (CPU time beside wall time):
     - free: free training, m replays (1 pass per update; epochs = budget / m).
 
     Printed: epochs, training CPU seconds, that / one plain epoch's CPU seconds (the
-    epoch-equivalents actually spent), clean and autoattack-fast accuracy. Target (issue
-    11): free's robust accuracy within 3 points of pgd-2's at the same budget.
+    epoch-equivalents actually spent), clean and autoattack-fast accuracy. Goal:
+    free's robust accuracy within 3 points of pgd-2's at the same budget.
 
     python benchmarks/time_to_robustness.py [--budget 16] [--train 60000] [--test 1000]
         [--epsilon 0.3] [--methods plain,nsl-fgsm,fast,pgd-2,trades,free] [--json out.json]

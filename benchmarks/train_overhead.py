@@ -14,7 +14,7 @@ training images when `--mnist-dir` holds the original files (the default looks i
 
     python benchmarks/train_overhead.py [--examples 9600] [--rounds 3]
 
-Targets (issue 2): (a) <= 2.1x in CPU time (an exact method's floor is about 2.0x: one extra
+Goals: (a) <= 2.1x in CPU time (an exact method's floor is about 2.0x: one extra
 forward and backward), (b) <= 1.05x.
 """
 

@@ -1,4 +1,5 @@
-"""The README's quick-start code runs as written, on tiny random data in place of MNIST."""
+"""The README's quick start and the guides' MNIST examples run as written, on tiny random
+data in place of MNIST."""
 
 import re
 from pathlib import Path
@@ -11,8 +12,16 @@ from conftest import require
 
 import keras_advreg
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# The README, then the guides' examples written for real data (their runnable examples on
+# random data, marked `<!-- test -->`, are run by tests/test_docs_site.py).
+TEXTS = [README] + sorted((ROOT / "docs" / "guides").glob("*.md"))
+BLOCKS = [
+    block
+    for path in TEXTS
+    for block in re.findall(r"(?<!-->\n)```python\n(.*?)```", path.read_text(), re.S)
+]
 
 
 def _tiny_mnist(n=64, seed=0):
@@ -56,6 +65,15 @@ def _block(start: str) -> str:
     # Tiny runs: one epoch and few trials instead of the README's real settings.
     code = re.sub(r"epochs=\d+", "epochs=1", matches[0])
     return re.sub(r"max_trials=\d+", "max_trials=2", code)
+
+
+def test_readme_quick_start(namespace):
+    exec(_block("import keras\nimport keras_advreg\n\ntrain, test ="), namespace)
+    report = namespace["report"]
+    assert set(report.accuracy) == {0.1, 0.2}
+    assert "AutoAttack" in report.description
+    assert "val_adv_accuracy" in namespace["model"].history.history
+    assert Path("model.keras").exists()
 
 
 def test_callback_quick_start(namespace):

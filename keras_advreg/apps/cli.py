@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -185,7 +186,18 @@ def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: s
     from keras_advreg.evaluation import evaluate_robustness
 
     data = batches_with_progress(x, y, batch_size, title)
-    return evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
+    # The report prints its findings; other warnings (e.g. about the model's output) are
+    # printed once each as one line, without Python's source line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
+    shown = set(report.warnings)
+    for warning in caught:
+        message = str(warning.message)
+        if message not in shown and issubclass(warning.category, UserWarning):
+            shown.add(message)
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
+    return report
 
 
 def load_dataset(args: argparse.Namespace):

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data],
         help="measure the robustness of a saved Keras model",
         description="Load a .keras model (safe mode: no code from the file is run) and "
-        "measure its accuracy under white-box FGSM or PGD attacks.",
+        "measure its accuracy under attack: AutoAttack by default (APGD-CE, APGD-T and the "
+        "gradient-free Square attack), or a single attack chosen with --attack.",
     )
     evaluate.add_argument("model", help="the model file (.keras).")
     evaluate.add_argument(

@@ -12,6 +12,7 @@ from keras_advreg.evaluation.checks import UPPER_BOUND, WEAK_STRENGTHS
 from keras_advreg.evaluation.evaluate import evaluate_robustness
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.log_keys import ADV_ACCURACY, CLEAN_ACCURACY, per_epsilon
+from keras_advreg.utils import format_eps
 from keras_advreg.utils import check_positive_int
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -31,7 +32,18 @@ class AdversarialRobustnessCallback(AttackCallback):
       epsilon;
     - `f"{metric_name}_eps_{epsilon:g}"`: accuracy at each epsilon, e.g.
       `val_adv_accuracy_eps_0.1`;
-    - `"val_clean_accuracy"`: accuracy on the unperturbed `data`.
+    - `"val_clean_accuracy"`: accuracy on the unperturbed examples that were
+      attacked. With `max_examples` these are the first `max_examples`
+      examples of `data`, so the value can differ from Keras' `val_accuracy`
+      (all of `validation_data`).
+
+    The logs hold numbers only, as Keras' callbacks (EarlyStopping,
+    CSVLogger, TensorBoard) and keras-tuner expect. What produced each key
+    (the attack, its norm, epsilon and clip range, and the examples) is in
+    `callback.descriptions` (a dict, key -> sentence), printed after each
+    evaluation with `verbose=1`; each evaluation's `RobustnessReport` is in
+    `callback.reports[epoch]`. To see the attack in the key itself, name it:
+    `metric_name="val_autoattack_accuracy"`.
 
     The default attack is `"autoattack-fast"` (APGD-CE + APGD-T with 3
     targets, 100 iterations each): a number EarlyStopping or a tuner can
@@ -219,6 +231,42 @@ class AdversarialRobustnessCallback(AttackCallback):
         """The keys this callback writes into `logs`."""
         per_eps = [per_epsilon(self.metric_name, e) for e in self._attack.epsilons]
         return [self.metric_name, *per_eps, CLEAN_ACCURACY]
+
+    @property
+    def descriptions(self) -> dict[str, str]:
+        """What each key of `log_keys` measures: the attack, its budget and the examples.
+
+        Example:
+
+        >>> import numpy as np
+        >>> callback = AdversarialRobustnessCallback(
+        ...     (np.zeros((4, 2), "float32"), np.zeros(4)), epsilons=0.1, attack="fgsm",
+        ...     clip_value_min=0.0, clip_value_max=1.0, max_examples=1000)
+        >>> callback.descriptions["val_adv_accuracy"]
+        'accuracy under FGSM (infinity norm, epsilon 0.1, clipped to [0.0, 1.0]) on the first 1000 examples of `data`'
+        >>> callback.descriptions["val_clean_accuracy"]
+        'accuracy without attack on the first 1000 examples of `data` (the examples attacked)'
+        """
+        attack = self._attack
+        examples = (
+            "all of `data`"
+            if self.max_examples is None
+            else f"the first {self.max_examples} examples of `data`"
+        )
+        clip = ""
+        if attack.clip_value_min is not None or attack.clip_value_max is not None:
+            clip = f", clipped to [{attack.clip_value_min}, {attack.clip_value_max}]"
+
+        def under(eps):
+            return (
+                f"accuracy under {attack.describe()} ({attack.norm} norm, epsilon "
+                f"{format_eps(eps)}{clip}) on {examples}"
+            )
+
+        keys = self.log_keys
+        values = [under(attack.epsilons[0])] + [under(e) for e in attack.epsilons]
+        values.append(f"accuracy without attack on {examples} (the examples attacked)")
+        return dict(zip(keys, values, strict=True))
 
     def _evaluate(self, max_examples: int | None) -> RobustnessReport:
         return evaluate_robustness(

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_advreg.backend.keras_internals import built_input_shapes
 from keras_advreg.data.adapters import unpack_batch
+from keras_advreg.data.validation import NOT_A_CLASSIFIER, check_example_counts
 from keras_advreg.utils import is_tensor, is_tf_dataset
 
 
@@ -35,7 +36,15 @@ def label_mode(y: np.ndarray, num_classes: int) -> str:
             f"{y.shape}"
         )
     classes = max(num_classes, 2)
-    if not np.issubdtype(y.dtype, np.number) or np.any(y != np.round(y)):
+    integers = np.issubdtype(y.dtype, np.number) and not np.any(y != np.round(y))
+    if num_classes == 1 and (not integers or np.any(y < 0) or np.any(y > 1)):
+        raise ValueError(
+            NOT_A_CLASSIFIER.format(caller="The attacks")
+            + ": a model with 1 output unit is attacked as a binary classifier (one logit, "
+            "or a sigmoid probability) with labels 0 or 1. Received labels such as "
+            f"{y.reshape(-1)[:5]} (a regression model's targets?)"
+        )
+    if not integers:
         raise ValueError(f"Class-id labels must be integers. Received labels such as {y[:5]}")
     if np.any(y < 0) or np.any(y >= classes):
         raise ValueError(
@@ -148,6 +157,7 @@ def batches(
             x, y, _ = unpack_batch(element, label_keys, sample_weight_key)
             if y is None:
                 raise ValueError(_NO_LABELS)
+            check_example_counts(x, y, where="a batch of the dataset `data`")
             yield cut(x, y)
             if remaining == 0:
                 return
@@ -157,6 +167,7 @@ def batches(
         if y is None:
             raise ValueError(_NO_LABELS)
         x, y = as_floatx(x), np.asarray(y)
+        check_example_counts(x, y)
         n = len(y) if remaining is None else min(len(y), remaining)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)

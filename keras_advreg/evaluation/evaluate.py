@@ -16,6 +16,7 @@ from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import AttackProblem, check_labels
 from keras_advreg.attacks.runner import BatchResult, attack_batch, prepare
 from keras_advreg.data.batching import batches, model_inputs
+from keras_advreg.data.validation import check_classifier
 from keras_advreg.data.validation import check_finite as check_finite_values
 from keras_advreg.evaluation.checks import (
     WEAK_STRENGTHS,
@@ -26,8 +27,12 @@ from keras_advreg.evaluation.checks import (
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.utils import check_positive_int, require_backend
 
-# Examples of the first batch that a weak attack is compared with APGD-CE on.
-GAP_SAMPLE = 128
+# The sanity comparison of a weak attack (FGSM, PGD) with `warn=True`: APGD-CE with
+# GAP_STEPS iterations on the first GAP_SAMPLE examples of the first batch. Sized to cost
+# about what FGSM on 1000 examples costs (measured on the tutorial CNN: 1000 MNIST images,
+# one epsilon, 0.34 s CPU for FGSM without it); APGD-CE-100 on 128 examples cost 7x that.
+GAP_SAMPLE = 64
+GAP_STEPS = 20
 
 
 def evaluate_robustness(
@@ -99,9 +104,12 @@ def evaluate_robustness(
             by the accuracy). Defaults to `None`.
         max_examples: int. Evaluate at most this many examples. Defaults to
             `None` (all).
-        warn: bool. Issue sanity-check findings with `warnings.warn` too (and
-            compare a single- or fixed-step attack with APGD-CE on a sample).
-            Defaults to `True`.
+        warn: bool. Issue sanity-check findings with `warnings.warn` too, and
+            compare a single- or fixed-step attack (FGSM, PGD) with APGD-CE-20 on
+            the first 64 examples, warning when the weak attack leaves more than
+            5 points more accuracy (this adds about the cost of FGSM on 1000
+            examples). `False` skips the comparison; the other findings stay
+            in `report.warnings`. Defaults to `True`.
         check_finite: bool. Raise, naming the batch, feature and example,
             when a feature or label is NaN or Inf (before that batch is
             attacked). Defaults to `True`.
@@ -124,6 +132,7 @@ def evaluate_robustness(
     (0.5, {0.1: 0.5, 0.5: 0.0})
     """
     require_backend("keras_advreg.evaluate_robustness")
+    check_classifier(model)
     attack = resolve(
         attack,
         epsilons,
@@ -243,14 +252,10 @@ def report_config(attack: Attack, problem: AttackProblem, loss: Any) -> dict:
 def _compare_with_apgd(model, attack, problem, first, result, seed) -> list[str]:
     """APGD-CE on a sample of the first batch: does the weak attack overstate robustness?"""
     n = min(GAP_SAMPLE, len(result.ids))
-    x, y = (
-        np.asarray(a)[:n]
-        if not isinstance(a, dict)
-        else {k: np.asarray(v)[:n] for k, v in a.items()}
-        for a in first
-    )
+    x, y = keras.tree.map_structure(lambda a: np.asarray(a)[:n], first)
     strong = APGD(
         attack.epsilons,
+        steps=GAP_STEPS,
         norm=attack.norm if attack.norm != "l1" else "l2",
         clip_value_min=attack.clip_value_min,
         clip_value_max=attack.clip_value_max,
