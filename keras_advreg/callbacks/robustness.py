@@ -12,8 +12,7 @@ from keras_advreg.evaluation.checks import UPPER_BOUND, WEAK_STRENGTHS
 from keras_advreg.evaluation.evaluate import evaluate_robustness
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.log_keys import ADV_ACCURACY, CLEAN_ACCURACY, per_epsilon
-from keras_advreg.utils import format_eps
-from keras_advreg.utils import check_positive_int
+from keras_advreg.utils import check_positive_int, format_eps
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
