@@ -78,7 +78,10 @@ else:
         # feature is used.
         from keras_advreg.backend import nsl as _nsl  # noqa: F401
 
-    from keras_advreg import attacks
+    from keras_advreg import (
+        attacks,
+        layers,  # noqa: F401  (registers the layers for `.keras` files)
+    )
     from keras_advreg.attacks import generate_adversarial_examples
     from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
     from keras_advreg.data import load_tfds, to_dict, to_tuple
