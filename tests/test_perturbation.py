@@ -205,3 +205,14 @@ def test_trades_at_the_layer_is_refused():
     model.compile("sgd", LOGITS_CE)
     with pytest.raises(ValueError, match="perturbs the model's inputs only"):
         model.fit(_tokens(), np.array([0, 1, 2]), verbose=0)
+
+
+@trains
+def test_example_block_runs():
+    import re
+    import textwrap
+
+    block = re.search(r"```python\n(.*?)```", AdversarialPerturbation.__doc__, re.S)
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(block.group(1)), "example", "exec"), namespace)
+    assert namespace["model"].optimizer.iterations.numpy() > 0

@@ -203,7 +203,8 @@ class AdversarialRegularization(MultiWorkerStepsMixin, keras.Model):
         """`keras.Model.fit`, after a check that the data holds no NaN or Inf (`check_finite`)."""
         check_backend_support(self.adv_config)
         if self.check_finite:
-            check_fit_data(x, y, model=self.base_model)
+            unlabeled = self.adv_config.adv_loss == "vat"  # -1 marks unlabeled examples
+            check_fit_data(x, y, model=self.base_model, unlabeled=unlabeled)
         return super().fit(x, y, *args, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:
