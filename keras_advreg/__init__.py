@@ -27,6 +27,7 @@ _LAZY_NAMES = {
     "RobustnessReport": "keras_advreg.evaluation",
     "adversarial_loss": "keras_advreg.training",
     "attacks": "keras_advreg.attacks",  # the subpackage itself
+    "layers": "keras_advreg.layers",  # the subpackage itself (registers the layers)
     "check_attack_strength": "keras_advreg.evaluation",
     "evaluate_robustness": "keras_advreg.evaluation",
     "generate_adversarial_examples": "keras_advreg.attacks",
@@ -63,7 +64,7 @@ if _lazy_import():
         if keras.backend.backend() == "tensorflow":
             importlib.import_module("keras_advreg.backend.nsl")
         module = importlib.import_module(module_name)
-        value = module if name == "attacks" else getattr(module, name)
+        value = module if module_name == f"{__name__}.{name}" else getattr(module, name)
         globals()[name] = value
         return value
 
@@ -84,7 +85,9 @@ else:
     # The public names, from the one table above (as the lazy `__getattr__` does).
     for _name, _module_name in _LAZY_NAMES.items():
         _module = _importlib.import_module(_module_name)
-        globals()[_name] = _module if _name == "attacks" else getattr(_module, _name)
+        globals()[_name] = (
+            _module if _module_name == f"{__name__}.{_name}" else getattr(_module, _name)
+        )
     del _name, _module_name, _module
 
 #: The public names: `_LAZY_NAMES` and the version.

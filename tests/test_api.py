@@ -22,6 +22,7 @@ PUBLIC_API = [
     "check_attack_strength",
     "evaluate_robustness",
     "generate_adversarial_examples",
+    "layers",
     "load_tfds",
     "make_adv_reg_config",
     "to_dict",
@@ -52,12 +53,13 @@ def test_public_api_is_pinned():
     import importlib
 
     assert sorted(keras_advreg.__all__) == sorted(PUBLIC_API)
-    assert sorted(DEFINED_IN) == sorted(set(PUBLIC_API) - {"__version__", "attacks"})
+    assert sorted(DEFINED_IN) == sorted(set(PUBLIC_API) - {"__version__", "attacks", "layers"})
     for name, module in DEFINED_IN.items():
         value = getattr(keras_advreg, name)
         assert value is getattr(importlib.import_module(module), name), name
         assert value.__module__ == module, name
     assert keras_advreg.attacks is importlib.import_module("keras_advreg.attacks")
+    assert keras_advreg.layers is importlib.import_module("keras_advreg.layers")
     assert _version(keras_advreg.__version__) >= (0, 1)
 
 

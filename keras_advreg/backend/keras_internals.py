@@ -102,3 +102,9 @@ class MultiWorkerStepsMixin:
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def all_layers(model: Any) -> list:
+    """Every layer inside `model`, nested layers and models included (Keras'
+    `_flatten_layers`), without `model` itself."""
+    return list(model._flatten_layers(include_self=False, recursive=True))

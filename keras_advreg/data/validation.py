@@ -69,12 +69,15 @@ def check_finite(
         )
 
 
-def check_fit_data(x: Any, y: Any = None, *, name: str = "`x`", model: Any = None) -> None:
+def check_fit_data(
+    x: Any, y: Any = None, *, name: str = "`x`", model: Any = None, unlabeled: bool = False
+) -> None:
     """Checks what `fit` receives: all of it for arrays, the first batch of a
     `tf.data.Dataset` (an empty one is an error), nothing for generators or `PyDataset`s.
 
     NaN/Inf (`check_finite`), and with a single-input, single-output `model` whose shapes are
-    known: the features' shape against the input's, class-id labels against the outputs.
+    known: the features' shape against the input's, class-id labels against the outputs
+    (with `unlabeled`, `-1` marks an unlabeled example and is accepted).
     """
     features, labels, where = x, y, name
     if is_tf_dataset(x):
@@ -88,10 +91,12 @@ def check_fit_data(x: Any, y: Any = None, *, name: str = "`x`", model: Any = Non
         return
     check_finite(features, labels, where=where)
     if model is not None:
-        _check_against_model(features, labels, model, where)
+        _check_against_model(features, labels, model, where, unlabeled)
 
 
-def _check_against_model(features: Any, labels: Any, model: Any, where: str) -> None:
+def _check_against_model(
+    features: Any, labels: Any, model: Any, where: str, unlabeled: bool = False
+) -> None:
     try:
         input_shape, output_shape = model.input_shape, model.output_shape
     except (AttributeError, ValueError):
@@ -112,6 +117,8 @@ def _check_against_model(features: Any, labels: Any, model: Any, where: str) -> 
     if labels is None or isinstance(labels, Mapping) or not classes or classes < 2:
         return
     y = _numpy(labels) if is_tensor(labels) else np.asarray(labels)
+    if unlabeled and y.dtype.kind in "iu":
+        y = y[y != -1]
     if y.dtype.kind in "iu" and y.size and (y.min() < 0 or y.max() >= classes):
         raise ValueError(
             f"{where}: labels must be class ids in [0, {classes}) for a base model with "

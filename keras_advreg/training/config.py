@@ -30,7 +30,7 @@ NEIGHBOR_FIELDS = (
     "pgd_epsilon",
     "random_init",
 )
-ADV_LOSSES = ("labeled", "trades")
+ADV_LOSSES = ("labeled", "trades", "vat")
 
 # The one legacy spelling of a field: keras_advreg's tuner called `multiplier` `adv_multiplier`
 # (NSL's own keyword, and the prefix of its other adversarial fields).
@@ -154,7 +154,12 @@ class AdvConfig:
             loss on the neighbour, found by maximising that loss) or
             `"trades"` (TRADES, Zhang et al. 2019: KL(f(x) || f(x_adv)), the
             neighbour found by maximising the KL from a random start in the
-            ball; `multiplier` is TRADES' beta; needs a classification loss).
+            ball; `multiplier` is TRADES' beta; needs a classification loss), or
+            `"vat"` (virtual adversarial training, Miyato et al. 2018:
+            KL(p(x) || p(x + r)), the clean prediction held constant, `r` of
+            size `adv_step_size` along the direction found by `pgd_iterations`
+            power iterations from a random start; no labels needed: examples
+            labeled `-1` enter only this term; needs a classification loss).
             Defaults to `"labeled"`.
         free_replays: int. "Free" adversarial training (Shafahi et al. 2019):
             each minibatch is replayed this many times (the paper's m), each
@@ -163,6 +168,8 @@ class AdvConfig:
             which is required) for the next replay; the weights train on the
             perturbed points only, and one Keras step makes `free_replays`
             optimizer updates. See `AdvConfig.free`. Defaults to `None` (off).
+        vat_xi: float. VAT's finite-difference step of the power iteration
+            (the paper's xi). Defaults to `1e-6`.
 
     Example:
 
@@ -184,6 +191,7 @@ class AdvConfig:
     feature_mask: Any = None
     adv_loss: str = "labeled"
     free_replays: int | None = None
+    vat_xi: float = 1e-6
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise values in place once
@@ -214,9 +222,11 @@ class AdvConfig:
             )
         set_(self, "random_init", bool(self.random_init))
         if self.adv_loss not in ADV_LOSSES:
+            choices = ", ".join(repr(name) for name in ADV_LOSSES)
             raise ValueError(
-                f"`adv_loss` must be one of 'labeled', 'trades'. Received: adv_loss={self.adv_loss!r}"
+                f"`adv_loss` must be one of {choices}. Received: adv_loss={self.adv_loss!r}"
             )
+        set_(self, "vat_xi", _check_number("vat_xi", self.vat_xi, strict=True))
         self._check_free_replays()
         set_(self, "clip_value_min", _check_clip_value("clip_value_min", self.clip_value_min))
         set_(self, "clip_value_max", _check_clip_value("clip_value_max", self.clip_value_max))
@@ -502,7 +512,7 @@ def make_adv_reg_config(
     Example:
 
     >>> make_adv_reg_config(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
-    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled', free_replays=None)
+    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled', free_replays=None, vat_xi=1e-06)
     """
     fields = dict(
         feature_mask=feature_mask,

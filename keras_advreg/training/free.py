@@ -24,26 +24,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from keras_advreg.training.routing import call_base, dense_features, require_loss
+from keras_advreg.training.strategy import AdversarialLoss
 
-class FreeTrainingMixin:
+
+class FreeTraining(AdversarialLoss):
     """The training step of `AdversarialRegularization` when `free_replays` is set."""
 
-    def _free_train_step(self, features: Any, labels: Any, sample_weight: Any, extras: Any):
+    name = ""
+    backends = ("tensorflow",)
+    at_layers = False
+
+    def tf_train_step(self, model: Any, features: Any, labels: Any, sample_weight: Any, extras):
         import tensorflow as tf
 
         from keras_advreg.attacks.norms import random_in_norm_ball
         from keras_advreg.backend.nsl_private import NeighborSteps
+        from keras_advreg.training import tf_step
 
-        self._require_loss("Training needs")
-        config = self.adv_config
+        require_loss(model, "Training needs")
+        config = model.adv_config
         features = tf.nest.map_structure(tf.convert_to_tensor, features)
-        self._dense_features(features)  # a clear error when nothing can be perturbed
-        steps = NeighborSteps(features, self._neighbor_config())
+        dense_features(features)  # a clear error when nothing can be perturbed
+        steps = NeighborSteps(features, config.to_nsl_neighbor_config())
         if config.random_init:
             delta = random_in_norm_ball(steps.dense, config.pgd_epsilon, config.adv_grad_norm)
         else:
             delta = {key: tf.zeros_like(value) for key, value in steps.dense.items()}
-        trainable = self.trainable_weights
+        trainable = model.trainable_weights
         metrics = None
         for _ in range(config.free_replays):
             perturbed = steps.apply(delta)
@@ -51,13 +59,13 @@ class FreeTrainingMixin:
             with tf.GradientTape() as tape:
                 tape.watch(watched)
                 inputs = steps.features_of(perturbed)
-                y_pred = self._call_base(inputs, extras, training=True)
-                loss = self.compute_loss(
+                y_pred = call_base(model, inputs, extras, training=True)
+                loss = model.compute_loss(
                     x=inputs, y=labels, y_pred=y_pred, sample_weight=sample_weight, training=True
                 )
-                scaled = self.optimizer.scale_loss(loss)
+                scaled = model.optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, trainable + watched)  # one backward pass for both
-            self.optimizer.apply_gradients(zip(grads[: len(trainable)], trainable))
+            model.optimizer.apply_gradients(zip(grads[: len(trainable)], trainable))
             delta = steps.step(perturbed, grads[len(trainable) :])
-            metrics = self._record(inputs, labels, sample_weight, y_pred, loss, loss)
+            metrics = tf_step.record(model, inputs, labels, sample_weight, y_pred, loss, loss)
         return metrics

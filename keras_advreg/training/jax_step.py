@@ -37,8 +37,10 @@ import numpy as np
 
 from keras_advreg.backend.keras_internals import loss_tracker
 from keras_advreg.training.config import AdvConfig
-from keras_advreg.training.model import check_backend_support
-from keras_advreg.training.neighbor import Neighbors
+from keras_advreg.training.neighbor import Neighbors, finite
+from keras_advreg.training.routing import call_base, dense_features, require_loss, unpack
+from keras_advreg.training.strategies import check_backend_support, check_target, strategy_for
+from keras_advreg.training.targets import target_for
 
 
 def train_step(model: Any, state: Sequence, data: Any) -> tuple[dict, tuple]:
@@ -88,23 +90,23 @@ def perturb(
     The function is jitted once per perturbation config (cached until `compile`).
     """
     check_backend_support(config)
-    model._require_loss("`perturb_on_batch` needs")
+    require_loss(model, "`perturb_on_batch` needs")
     features = keras.tree.map_structure(keras.ops.convert_to_tensor, features)
-    model._dense_features(features)
+    dense_features(features)
     key = ("jax", repr(sorted(config.get_config().items())))
-    cache = model._perturb_cache.functions
+    cache = model.step_cache.functions
     if key not in cache:
 
         def neighbour(trainable, non_trainable, features, labels, sample_weight, extras, seed):
             neighbors = Neighbors(features, config)
             grads = None
+            call = lambda inputs: call_base(model, inputs, extras, training=False)  # noqa: E731
+            objective = lambda pred: model.adv_compile_loss(labels, pred, sample_weight)  # noqa: E731
             if not config.random_init:
 
                 def loss_of(dense):
                     def fn():
-                        inputs = neighbors.features_of(dense)
-                        y_pred = model._call_base(inputs, extras, training=False)
-                        return model._adv_compile_loss(labels, y_pred, sample_weight)
+                        return objective(call(neighbors.features_of(dense)))
 
                     loss, non_trainable_after, _ = _run(model, fn, trainable, non_trainable)
                     return loss, non_trainable_after
@@ -113,9 +115,8 @@ def perturb(
                     neighbors.dense
                 )
             perturbed, _ = _neighbour(
-                model, neighbors, grads, labels, sample_weight, extras, False,
-                trainable, non_trainable, _seeds(seed),
-            )  # fmt: skip
+                model, neighbors, grads, call, objective, trainable, non_trainable, _seeds(seed)
+            )
             return neighbors.features_of(perturbed)
 
         cache[key] = jax.jit(neighbour)
@@ -135,22 +136,29 @@ def perturb(
 # ---------------------------------------------------------------------- the step
 def _step(model, data, trainable, non_trainable, metrics, optimizer_values, training, counter):
     check_backend_support(model.adv_config)
-    model._require_loss("Training and evaluation need")
-    config = model.adv_config
-    features, labels, sample_weight, extras = model._unpack(data)
+    require_loss(model, "Training and evaluation need")
+    strategy = strategy_for(model.adv_config)
+    features, labels, sample_weight, extras = unpack(model, data)
     features = keras.tree.map_structure(keras.ops.convert_to_tensor, features)
-    model._dense_features(features)  # a clear error when nothing can be perturbed
-    neighbors = Neighbors(features, config)
+
+    def shapes_only(fn):  # a model call whose only use is its shapes (XLA drops it)
+        _run(model, fn, trainable, non_trainable)
+
+    target = target_for(model, features, extras, training, run=shapes_only)
+    check_target(strategy, target.at_layers)
+    config = target.config(strategy.neighbor_config(model.adv_config))
+    neighbors = Neighbors(target.origin, config)
+    sup_labels, sup_weight = strategy.supervised(labels, sample_weight)
     scaled_loss = _loss_scaler(model, optimizer_values) if training else None
 
-    # 1. The clean pass: the labeled loss, its weight gradient and its input gradient.
+    # 1. The clean pass: the supervised loss, its weight gradient and its input gradient.
     def clean(trainable, dense, non_trainable, metrics):
         def fn():
-            inputs = neighbors.features_of(dense)
-            y_pred = model._call_base(inputs, extras, training=training)
+            y_pred = target.call(neighbors.features_of(dense))
             loss = model.compute_loss(
-                x=inputs, y=labels, y_pred=y_pred, sample_weight=sample_weight, training=training
-            )
+                x=features, y=sup_labels, y_pred=y_pred, sample_weight=sup_weight,
+                training=training,
+            )  # fmt: skip
             return loss, y_pred
 
         (loss, y_pred), non_trainable, metrics = _run(model, fn, trainable, non_trainable, metrics)
@@ -166,20 +174,27 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     if training:
         input_grads = _unscaled(model, input_grads, optimizer_values)
 
-    # 2. NSL's neighbour (its gradient is stopped).
-    seeds = _seeds(_seed_key(model, counter)) if config.random_init else None
-    first = None if config.random_init else input_grads
-    perturbed, non_trainable = _neighbour(
-        model, neighbors, first, labels, sample_weight, extras, training,
-        trainable, non_trainable, seeds,
-    )  # fmt: skip
+    # 2. The neighbour (its gradient is stopped).
+    objective = strategy.objective(model, labels, jax.lax.stop_gradient(y_pred), sample_weight)
+    random = config.random_init or strategy.search in ("random", "power")
+    seeds = _seeds(_seed_key(model, counter)) if random else None
+    if strategy.search == "power":
+        perturbed, non_trainable = _power_neighbour(
+            model, neighbors, target.call, objective, trainable, non_trainable, seeds
+        )
+    else:
+        first = None if config.random_init or strategy.search == "random" else input_grads
+        perturbed, non_trainable = _neighbour(
+            model, neighbors, first, target.call, objective, trainable, non_trainable, seeds
+        )
     adv_inputs = neighbors.features_of(keras.tree.map_structure(jax.lax.stop_gradient, perturbed))
 
     # 3. The adversarial term.
     def adversarial(trainable, non_trainable):
         def fn():
-            adv_pred = model._call_base(adv_inputs, extras, training=training)
-            return config.multiplier * model._adv_compile_loss(labels, adv_pred, sample_weight)
+            adv_pred = target.call(adv_inputs)
+            term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
+            return model.adv_config.multiplier * term
 
         scaled_adv_loss, non_trainable, _ = _run(model, fn, trainable, non_trainable)
         objective = scaled_loss(scaled_adv_loss) if training else scaled_adv_loss
@@ -189,7 +204,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         (_, (scaled_adv_loss, non_trainable)), adv_grads = jax.value_and_grad(
             adversarial, has_aux=True
         )(trainable, non_trainable)
-        # 4. One update on the gradient of `loss + multiplier * adversarial loss`.
+        # 4. One update on the gradient of `loss + multiplier * adversarial term`.
         total_grads = [a + b for a, b in zip(clean_grads, adv_grads)]
         trainable, optimizer_values = model.optimizer.stateless_apply(
             optimizer_values, total_grads, trainable
@@ -198,7 +213,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         _, (scaled_adv_loss, non_trainable) = adversarial(trainable, non_trainable)
     total = loss + scaled_adv_loss
     logs, metrics = _record(
-        model, metrics, features, labels, sample_weight, y_pred, total, scaled_adv_loss
+        model, metrics, features, sup_labels, sup_weight, y_pred, total, scaled_adv_loss
     )
     return logs, trainable, non_trainable, metrics, optimizer_values
 
@@ -207,17 +222,16 @@ def _neighbour(
     model: Any,
     neighbors: Neighbors,
     first_grads: Any,
-    labels: Any,
-    sample_weight: Any,
-    extras: Any,
-    training: bool,
+    call: Callable[[Any], Any],
+    objective: Callable[[Any], Any],
     trainable: Sequence,
     non_trainable: Sequence,
     seeds: Callable[[], Any],
 ) -> tuple[dict, list]:
-    """NSL's `gen_neighbor`: the perturbed dense features and the non-trainable values after
-    the PGD steps' model calls. `first_grads` is the input gradient of the labeled loss
-    (the first step), or None for a random start."""
+    """NSL's `gen_neighbor`: the perturbed dense values and the non-trainable values after
+    the PGD steps' model calls (`call` maps the target's values to a prediction,
+    `objective` a prediction to what the steps maximise). `first_grads` is the input
+    gradient of the labeled loss (the first step), or None for a random start."""
     config = neighbors.config
     if first_grads is None:
         perturbed = neighbors.random_start(seeds)
@@ -233,8 +247,7 @@ def _neighbour(
 
         def loss_of(at):
             def fn():
-                y_pred = model._call_base(neighbors.features_of(at), extras, training=training)
-                return model._adv_compile_loss(labels, y_pred, sample_weight)
+                return objective(call(neighbors.features_of(at)))
 
             loss, non_trainable_after, _ = _run(model, fn, trainable, non_trainable)
             return loss, non_trainable_after
@@ -243,6 +256,36 @@ def _neighbour(
         return neighbors.step(at, grads), non_trainable
 
     return jax.lax.fori_loop(0, remaining, pgd_step, (perturbed, list(non_trainable)))
+
+
+def _power_neighbour(model, neighbors, call, objective, trainable, non_trainable, seeds):
+    """VAT's neighbour: `adv_step_size` along the power-iteration direction (in
+    `adv_grad_norm`) from a normal random start, clipped to the config's bounds."""
+    from keras_advreg.attacks.norms import unit_direction
+    from keras_advreg.training.losses import power_direction
+
+    config = neighbors.config
+    dense = neighbors.dense
+    state = {"non_trainable": list(non_trainable)}
+
+    def grad_of(offsets):
+        def loss_of(offsets):
+            def fn():
+                at = {k: dense[k] + offsets[k] for k in dense}
+                return objective(call(neighbors.features_of(at)))
+
+            loss, non_trainable_after, _ = _run(model, fn, trainable, state["non_trainable"])
+            return loss, non_trainable_after
+
+        (_, state["non_trainable"]), grads = jax.value_and_grad(loss_of, has_aux=True)(offsets)
+        return finite(grads)
+
+    start = {k: keras.random.normal(v.shape, dtype=v.dtype, seed=seeds()) for k, v in dense.items()}
+    direction = power_direction(grad_of, start, config.vat_xi, config.pgd_iterations)
+    masked = {k: neighbors.masked(k, g) for k, g in direction.items()}
+    step = unit_direction(masked, config.adv_grad_norm)
+    offsets = {k: config.adv_step_size * v for k, v in step.items()}
+    return neighbors.apply(offsets), state["non_trainable"]
 
 
 def _record(model, metrics, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
@@ -317,7 +360,7 @@ def _unscaled(model, grads, optimizer_values):
 def _seed_key(model, counter):
     """A JAX key for this step's random start: the model's base seed (drawn once from
     NumPy's global generator, so `keras.utils.set_random_seed` fixes it) and `counter`."""
-    cache = model._perturb_cache
+    cache = model.step_cache
     if cache.seed is None:
         cache.seed = int(np.random.randint(0, 2**31 - 1))
     counter = keras.ops.cast(counter, "uint32")

@@ -16,31 +16,22 @@ are imported only by the TensorFlow code paths, when they run.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import keras
 
-from keras_advreg.backend.keras_internals import (
-    CompileLoss,
-    MultiWorkerStepsMixin,
-    is_keras2_model,
-    loss_tracker,
-    unscale_loss_for_distribution,
-)
-from keras_advreg.data.adapters import as_key_tuple, unpack_batch
+from keras_advreg.backend.keras_internals import CompileLoss, MultiWorkerStepsMixin, is_keras2_model
+from keras_advreg.data.adapters import as_key_tuple
 from keras_advreg.data.validation import check_fit_data
+from keras_advreg.training import perturb
 from keras_advreg.training.config import AdvConfig
-from keras_advreg.training.free import FreeTrainingMixin
-from keras_advreg.training.losses import classification_from_logits, probabilities, trades_kl
-from keras_advreg.training.perturb import FunctionCache, PerturbOnBatchMixin
 from keras_advreg.training.routing import (
-    as_mapping,
-    input_names,
-    is_perturbable,
+    call_base,
     looks_like_metrics,
     num_outputs,
+    unpack,
 )
+from keras_advreg.training.strategies import check_backend_support, strategy_for
 from keras_advreg.utils import require_backend
 
 #: The Keras backends `AdversarialRegularization` trains on.
@@ -48,9 +39,7 @@ BACKENDS = ("tensorflow", "jax")
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
-class AdversarialRegularization(
-    FreeTrainingMixin, PerturbOnBatchMixin, MultiWorkerStepsMixin, keras.Model
-):
+class AdversarialRegularization(MultiWorkerStepsMixin, keras.Model):
     """Wraps a Keras model so that adversarial neighbours join its training loss.
 
     The training objective is NSL's:
@@ -162,9 +151,11 @@ class AdversarialRegularization(
         self.scaled_adversarial_loss_tracker = keras.metrics.Mean(name="scaled_adversarial_loss")
         # NSL logs the labeled (clean) loss beside the total `loss`; so does this class.
         self.labeled_loss_tracker = keras.metrics.Mean(name="labeled_loss")
-        self._adv_compile_loss = None
-        self._from_logits = False
-        self._perturb_cache = FunctionCache()
+        # A twin of the compiled loss for the adversarial term (set by `compile`), and the
+        # compiled functions of `perturb_on_batch` (and the JAX step's random seed); both
+        # are read by the training steps (`training/tf_step.py`, `training/jax_step.py`).
+        self.adv_compile_loss = None
+        self.step_cache = perturb.FunctionCache()
         if base_model.built:
             self.built = True
 
@@ -197,13 +188,12 @@ class AdversarialRegularization(
         super().compile(
             optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs
         )
-        self._perturb_cache.functions.clear()  # traced with the previous loss
-        self._from_logits = False
-        if self.adv_config.adv_loss == "trades" and loss is not None:
-            self._from_logits = classification_from_logits(loss)
+        self.step_cache.functions.clear()  # traced with the previous loss
+        if loss is not None:
+            strategy_for(self.adv_config).check_loss(loss)  # e.g. TRADES/VAT need classes
         # A twin of the compiled loss for the adversarial term, so that it does not
         # update the per-output loss trackers of the clean term.
-        self._adv_compile_loss = (
+        self.adv_compile_loss = (
             CompileLoss(loss, loss_weights, output_names=self.output_names)
             if loss is not None
             else None
@@ -213,7 +203,8 @@ class AdversarialRegularization(
         """`keras.Model.fit`, after a check that the data holds no NaN or Inf (`check_finite`)."""
         check_backend_support(self.adv_config)
         if self.check_finite:
-            check_fit_data(x, y, model=self.base_model)
+            unlabeled = self.adv_config.adv_loss == "vat"  # -1 marks unlabeled examples
+            check_fit_data(x, y, model=self.base_model, unlabeled=unlabeled)
         return super().fit(x, y, *args, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:
@@ -278,219 +269,54 @@ class AdversarialRegularization(
             self.base_model.export(path, **kwargs)
 
     # ------------------------------------------------------------------ data routing
-    def _unpack(self, data: Any, require_labels: bool = True):
-        """Returns `(features, labels, sample_weight, extras)` for one batch.
-
-        `extras` holds the label and weight entries of dict data, given back to
-        a subclassed base model when `base_with_labels_in_features` is set.
-        """
-        features, labels, weights = unpack_batch(data, self.label_keys, self.sample_weight_key)
-        extras = {}
-        if isinstance(features, Mapping) and labels is not None:
-            extras = {k: v for k, v in as_mapping(data).items() if k not in features}
-            outputs = num_outputs(self.base_model)
-            if outputs is not None and outputs != len(self.label_keys):
-                raise ValueError(
-                    "`label_keys` must name one label per output of `base_model`: it has "
-                    f"{outputs} outputs ({self.base_model.output_names}) and "
-                    f"{len(self.label_keys)} label key(s). Received: "
-                    f"label_keys={list(self.label_keys)}"
-                )
-        if require_labels and labels is None:
-            received = sorted(data) if isinstance(data, Mapping) else type(data).__name__
-            raise ValueError(
-                "Training and evaluation need labels: pass `(x, y)` or `(x, y, sample_weight)`, "
-                f"or dicts holding the label key(s) `label_keys={list(self.label_keys)}`. "
-                f"Received features only: {received}"
-            )
-        return features, labels, weights, extras
-
-    def _call_base(self, features: Any, extras: Mapping | None = None, training=None):
-        base = self.base_model
-        if isinstance(features, Mapping):
-            names = input_names(base)
-            if names:
-                if all(name in features for name in names):
-                    features = {name: features[name] for name in names}
-                    if len(names) == 1:
-                        features = features[names[0]]
-                elif len(names) == 1 and len(features) == 1:
-                    features = next(iter(features.values()))
-                else:
-                    missing = [name for name in names if name not in features]
-                    raise ValueError(
-                        f"The base model's input(s) {missing} are missing from the features. "
-                        f"Name the features after the model's `Input` names {names}. "
-                        f"Received feature keys: {sorted(features)}"
-                    )
-            elif self.base_with_labels_in_features and extras:
-                features = {**features, **extras}
-        return base(features, training=training)
-
     def call(self, inputs: Any, training=None):
         """Runs the base model; label and weight entries of dict inputs are dropped."""
-        features, _, _, extras = self._unpack(inputs, require_labels=False)
-        return self._call_base(features, extras, training=training)
+        features, _, _, extras = unpack(self, inputs, require_labels=False)
+        return call_base(self, features, extras, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y is None and x is not None:  # dict data: the labels are among the features
-            x, y, weights, _ = self._unpack(x)
+            x, y, weights, _ = unpack(self, x)
             sample_weight = weights if sample_weight is None else sample_weight
         return super().compute_loss(x, y, y_pred, sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if y is None and x is not None:
-            x, y, weights, _ = self._unpack(x)
+            x, y, weights, _ = unpack(self, x)
             sample_weight = weights if sample_weight is None else sample_weight
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    # ------------------------------------------------------------------ adversarial math
-    def _dense_features(self, features: Any) -> list:
-        flat = keras.tree.flatten(features)
-        dense = [t for t in flat if is_perturbable(t)]
-        if not dense:
-            specs = keras.tree.map_structure(
-                lambda t: f"{getattr(t, 'dtype', type(t).__name__)!s}", features
-            )
-            raise ValueError(
-                "Adversarial regularization needs floating-point features to perturb, but none "
-                f"of the features is a float tensor. Received feature dtypes: {specs}. "
-                "Cast images to float32 (e.g. `x / 255.0`; `keras_advreg.load_tfds` does this)."
-            )
-        return dense
+    # ------------------------------------------------------------------ the steps
+    def perturb_on_batch(self, x: Any, **config_overrides: Any):
+        """Generates adversarial examples for one batch (NSL's method of the same name).
 
-    def _adversarial_loss_fn(self, y, sample_weight):
-        def loss_fn(_labels, y_pred):
-            return self._adv_compile_loss(y, y_pred, sample_weight)
+        Args:
+            x: One batch: a dict of features with the labels under
+                `label_keys` (NSL's format), or a tuple `(x, y)` /
+                `(x, y, sample_weight)`. Numpy arrays or tensors.
+            **config_overrides: Fields of `AdvConfig` to override for this call:
+                `feature_mask`, `adv_step_size`, `adv_grad_norm`,
+                `clip_value_min`, `clip_value_max`, `pgd_iterations`,
+                `pgd_epsilon`, `random_init`. `None` values are ignored.
 
-        return loss_fn
-
-    def _generate(
-        self, features, labels, sample_weight, extras, labeled_loss, tape, config, training
-    ):
-        """NSL's adversarial neighbour of `features` (FGSM or PGD)."""
-        from keras_advreg.attacks.norms import random_in_norm_ball
-        from keras_advreg.backend.nsl_private import neighbor
-
-        model_fn = lambda f: self._call_base(f, extras, training=training)  # noqa: E731
-        loss_fn = self._adversarial_loss_fn(labels, sample_weight)
-        adv, _ = neighbor(
-            features, labels, labeled_loss, config, tape, model_fn, loss_fn, random_in_norm_ball
-        )
-        return adv
-
-    def _forward(self, features, labels, sample_weight, extras, training, outer_tape=None):
-        """Clean forward pass, total labeled loss and scaled adversarial loss."""
-        import tensorflow as tf
-
-        self._require_loss("Training and evaluation need")
-        features = tf.nest.map_structure(tf.convert_to_tensor, features)
-        dense = self._dense_features(features)
-        with tf.GradientTape(watch_accessed_variables=False) as input_tape:
-            input_tape.watch(dense)
-            y_pred = self._call_base(features, extras, training=training)
-            loss = self.compute_loss(
-                x=features, y=labels, y_pred=y_pred, sample_weight=sample_weight, training=training
-            )
-        config = self._neighbor_config()
-        # The perturbation is a constant for the weights' gradient (NSL stops its
-        # gradient), so the outer tape need not record how it is found.
-        if outer_tape is not None:
-            with outer_tape.stop_recording():
-                adv_features = self._generate(
-                    features, labels, sample_weight, extras, loss, input_tape, config, training
-                )
-        else:
-            adv_features = self._generate(
-                features, labels, sample_weight, extras, loss, input_tape, config, training
-            )
-        adv_pred = self._call_base(adv_features, extras, training=training)
-        adv_loss = self._adv_compile_loss(labels, adv_pred, sample_weight)
-        scaled_adv_loss = self.adv_config.multiplier * adv_loss
-        return y_pred, loss, scaled_adv_loss
-
-    def _forward_trades(self, features, labels, sample_weight, extras, training, outer_tape=None):
-        """TRADES: the labeled loss plus `multiplier` * KL(f(x) || f(x_adv))."""
-        import tensorflow as tf
-
-        from keras_advreg.attacks.norms import random_in_norm_ball
-        from keras_advreg.backend.nsl_private import random_start_neighbor
-
-        self._require_loss("Training and evaluation need")
-        features = tf.nest.map_structure(tf.convert_to_tensor, features)
-        self._dense_features(features)
-        y_pred = self._call_base(features, extras, training=training)
-        loss = self.compute_loss(
-            x=features, y=labels, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        clean = probabilities(y_pred, self._from_logits)
-        model_fn = lambda f: self._call_base(f, extras, training=training)  # noqa: E731
-
-        def kl_of(target, pred):  # the neighbour maximises the KL to the clean prediction
-            return trades_kl(target, probabilities(pred, self._from_logits), sample_weight)
-
-        config = self._neighbor_config(random_init=True)  # the KL's gradient is 0 at x
-        target = tf.stop_gradient(clean)
-        if outer_tape is not None:
-            with outer_tape.stop_recording():
-                adv = random_start_neighbor(
-                    features, target, config, model_fn, kl_of, random_in_norm_ball
-                )
-        else:
-            adv = random_start_neighbor(
-                features, target, config, model_fn, kl_of, random_in_norm_ball
-            )
-        adv = tf.nest.map_structure(tf.stop_gradient, adv)
-        adv_pred = self._call_base(adv, extras, training=training)
-        kl = trades_kl(clean, probabilities(adv_pred, self._from_logits), sample_weight)
-        return y_pred, loss, self.adv_config.multiplier * kl
-
-    def _forward_fn(self):
-        return self._forward_trades if self.adv_config.adv_loss == "trades" else self._forward
-
-    def _neighbor_config(self, **overrides: Any):
-        return self.adv_config.to_nsl_neighbor_config(**overrides)
-
-    def _record(self, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
-        import tensorflow as tf
-
-        batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
-        loss_tracker(self).update_state(
-            unscale_loss_for_distribution(total), sample_weight=batch_size
-        )
-        self.labeled_loss_tracker.update_state(
-            unscale_loss_for_distribution(total - scaled_adv_loss), sample_weight=batch_size
-        )
-        self.scaled_adversarial_loss_tracker.update_state(
-            unscale_loss_for_distribution(scaled_adv_loss), sample_weight=batch_size
-        )
-        return self.compute_metrics(features, labels, y_pred, sample_weight=sample_weight)
+        Returns:
+            The perturbed batch in the input's format, as numpy arrays: a dict
+            with the labels (and weights) put back, or a tuple `(x_adv, y[, w])`.
+        """
+        return perturb.perturb_on_batch(self, x, **config_overrides)
 
     def train_step(self, *args):
-        """One training step: `train_step(data)` on TensorFlow (NSL's neighbours, a
-        `tf.GradientTape`); on JAX Keras' stateless `train_step(state, data)`, returning
-        `(logs, state)` (`training/jax_step.py`)."""
+        """One training step: `train_step(data)` on TensorFlow (`training/tf_step.py`); on
+        JAX Keras' stateless `train_step(state, data)`, returning `(logs, state)`
+        (`training/jax_step.py`). The adversarial term is the config's strategy
+        (`training/strategies.py`)."""
         if keras.backend.backend() == "jax":
             from keras_advreg.training import jax_step
 
             return jax_step.train_step(self, *args)
-        import tensorflow as tf
+        from keras_advreg.training import tf_step
 
-        (data,) = args
-        features, labels, sample_weight, extras = self._unpack(data)
-        if self.adv_config.free_replays is not None:
-            return self._step_logs(self._free_train_step(features, labels, sample_weight, extras))
-        with tf.GradientTape() as tape:
-            y_pred, loss, scaled_adv_loss = self._forward_fn()(
-                features, labels, sample_weight, extras, training=True, outer_tape=tape
-            )
-            total = loss + scaled_adv_loss
-            scaled_total = self.optimizer.scale_loss(total)
-        trainable = self.trainable_weights
-        gradients = tape.gradient(scaled_total, trainable)
-        self.optimizer.apply_gradients(zip(gradients, trainable))
-        logs = self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
-        return self._step_logs(logs)
+        return self._step_logs(tf_step.train_step(self, *args))
 
     def test_step(self, *args):
         """One evaluation step (the training objective, no update): `test_step(data)` on
@@ -499,40 +325,9 @@ class AdversarialRegularization(
             from keras_advreg.training import jax_step
 
             return jax_step.test_step(self, *args)
-        (data,) = args
-        features, labels, sample_weight, extras = self._unpack(data)
-        y_pred, loss, scaled_adv_loss = self._forward_fn()(
-            features, labels, sample_weight, extras, training=False
-        )
-        total = loss + scaled_adv_loss
-        logs = self._record(features, labels, sample_weight, y_pred, total, scaled_adv_loss)
-        return self._step_logs(logs)
+        from keras_advreg.training import tf_step
 
-    def _require_loss(self, what: str) -> None:
-        if self._adv_compile_loss is None:
-            raise ValueError(
-                f"{what} the loss: call `model.compile(optimizer, loss=...)` first. "
-                "Received: a model compiled without `loss`, or not compiled"
-            )
+        return self._step_logs(tf_step.test_step(self, *args))
 
 
-def check_backend_support(config: AdvConfig) -> None:
-    """Raises before any work when `config` asks for a method the backend does not run.
-
-    TRADES (`adv_loss="trades"`) and "free" training (`free_replays`) are TensorFlow code
-    (NSL's KL and step pieces); FGSM/PGD with NSL's labeled loss run on every backend of
-    `BACKENDS`.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return
-    if config.adv_loss != "labeled":
-        raise ValueError(
-            f"adv_loss={config.adv_loss!r} runs on the TensorFlow backend only. "
-            f"Received: adv_loss={config.adv_loss!r} on backend={backend!r}"
-        )
-    if config.free_replays is not None:
-        raise ValueError(
-            '"Free" adversarial training (`free_replays`) runs on the TensorFlow backend only. '
-            f"Received: free_replays={config.free_replays!r} on backend={backend!r}"
-        )
+__all__ = ["BACKENDS", "AdversarialRegularization", "check_backend_support"]

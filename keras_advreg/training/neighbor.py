@@ -98,7 +98,7 @@ class Neighbors:
         from keras_advreg.ball import project, unit_direction
 
         config = self.config
-        masked = {key: self._masked(key, g) for key, g in grads.items()}
+        masked = {key: self.masked(key, g) for key, g in grads.items()}
         directions = unit_direction(masked, config.adv_grad_norm)
         step = config.adv_step_size
         perturbations = {
@@ -139,7 +139,7 @@ class Neighbors:
         """One PGD step from the perturbed features `at` given the loss gradient there."""
         return self.apply(self.perturbations(at, finite(dict(grads))))
 
-    def _masked(self, key: Any, grad: Any) -> Any:
+    def masked(self, key: Any, grad: Any) -> Any:
         mask = self.masks.get(key)
         if mask is None:
             return grad

@@ -1,0 +1,5 @@
+"""Layers users place in their models."""
+
+from keras_advreg.layers.perturbation import AdversarialPerturbation
+
+__all__ = ["AdversarialPerturbation"]

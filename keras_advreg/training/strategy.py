@@ -1,0 +1,67 @@
+"""The training step's adversarial term as a strategy object.
+
+`AdversarialRegularization` trains on `loss(y, f(x)) + multiplier * term`. What the term
+is, and how its neighbour is found, is one `AdversarialLoss` subclass per `AdvConfig`
+setting (`adv_loss`, or "free" training when `free_replays` is set), listed in
+`training/strategies.py`:
+
+- `objective(...)`: the function of a prediction the neighbour search maximises;
+- `term(...)`: the term at the neighbour (before `multiplier`);
+- `search`: how the neighbour is found: `"gradient"` (NSL's: a step along the input
+  gradient of the labeled loss, then PGD steps on `objective`, or from a random start with
+  `random_init`), `"random"` (a random start, then PGD steps), or `"power"` (virtual
+  adversarial training's power iteration);
+- `supervised(labels, sample_weight)`: the labels and weights of the supervised term
+  (VAT drops unlabeled examples there);
+- `check_loss(loss)`, called by `compile`: errors before training.
+
+The TensorFlow step (`training/tf_step.py`) and the JAX step (`training/jax_step.py`)
+run any strategy: each implements the three searches for its backend. A strategy that
+replaces the whole step (free training) overrides `tf_train_step`. A new loss is one
+subclass plus its name in `AdvConfig`'s `adv_loss` choices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AdversarialLoss:
+    """Base class of the adversarial terms (see the module docstring)."""
+
+    #: The `adv_loss` name of the strategy.
+    name: ClassVar[str] = ""
+    #: `"gradient"`, `"random"` or `"power"`.
+    search: ClassVar[str] = "gradient"
+    #: The Keras backends the strategy runs on.
+    backends: ClassVar[tuple[str, ...]] = ("tensorflow", "jax")
+    #: Whether the strategy runs at `AdversarialPerturbation` layers.
+    at_layers: ClassVar[bool] = True
+
+    def check_loss(self, loss: Any) -> None:
+        """Raises when the compiled `loss` does not suit the term (called by `compile`)."""
+
+    def supervised(self, labels: Any, sample_weight: Any) -> tuple[Any, Any]:
+        """The labels and sample weights of the supervised (labeled) loss and metrics."""
+        return labels, sample_weight
+
+    def objective(self, model: Any, labels: Any, clean_pred: Any, sample_weight: Any):
+        """`pred -> scalar`: what the neighbour search maximises."""
+        raise NotImplementedError
+
+    def term(
+        self, model: Any, labels: Any, clean_pred: Any, adv_pred: Any, sample_weight: Any
+    ) -> Any:
+        """The adversarial term at the neighbour's prediction `adv_pred` (before `multiplier`)."""
+        return self.objective(model, labels, clean_pred, sample_weight)(adv_pred)
+
+    def neighbor_config(self, config: Any) -> Any:
+        """The perturbation settings of the search (TRADES always starts at random)."""
+        return config
+
+    def tf_train_step(self, model: Any, features: Any, labels: Any, sample_weight: Any, extras):
+        """A whole TensorFlow training step, or `None` for the shared one."""
+        return None
+
+
+__all__ = ["AdversarialLoss"]

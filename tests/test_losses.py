@@ -1,0 +1,138 @@
+"""Virtual adversarial training (`AdvConfig(adv_loss="vat")`) and unlabeled examples.
+
+The VAT term equals a hand-computed KL: on a linear softmax model the power iteration
+converges to the top eigenvector of the KL's Hessian, `W (diag(p) - p p^T) W^T`
+(closed form, NumPy), at the inputs and at an `AdversarialPerturbation`. Examples labeled
+`-1` enter the VAT term but neither the supervised loss nor the metrics, and with
+`multiplier=0` a step on a mixed batch is a plain Keras step on its labeled part. Errors
+before training; save/load. Backend-agnostic (marker `backends`: TensorFlow and JAX; the
+training tests skip on PyTorch).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+import keras_advreg
+from keras_advreg.layers import AdversarialPerturbation
+
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.skipif(
+        keras.backend.backend() not in ("tensorflow", "jax"),
+        reason="AdversarialRegularization trains on TensorFlow and JAX",
+    ),
+]
+LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+W = np.array([[1.5, -0.5, 0.2], [0.3, 0.9, -1.2]])
+B = np.array([0.1, -0.2, 0.05])
+X = np.array([[0.4, -0.3], [-0.2, 0.5]], dtype="float32")
+
+
+def _linear(at_layer: bool):
+    layers = [keras.Input((2,))]
+    if at_layer:
+        layers.append(AdversarialPerturbation(relative=False, name="perturbation"))
+    layers.append(keras.layers.Dense(3, name="logits"))
+    model = keras.Sequential(layers)
+    model.get_layer("logits").set_weights([W.astype("float32"), B.astype("float32")])
+    return model
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _kl(p, q):
+    return float((p * (np.log(p) - np.log(q))).sum())
+
+
+def _vat_candidates(x, eps):
+    """Per example: KL(p || p(x + eps v)) and KL(p || p(x - eps v)), v the top eigenvector
+    of the Hessian in r of KL(p || softmax((x + r) W + b)) at r = 0."""
+    out = []
+    for row in x.astype("float64"):
+        p = _softmax(row @ W + B)
+        hessian = W @ (np.diag(p) - np.outer(p, p)) @ W.T
+        values, vectors = np.linalg.eigh(hessian)
+        assert values[-1] > 1.5 * abs(values[0])  # 30 power steps: error ~ (1/1.5)^30
+        v = vectors[:, -1]
+        out.append([_kl(p, _softmax((row + s * eps * v) @ W + B)) for s in (1.0, -1.0)])
+    return out
+
+
+@pytest.mark.parametrize("at_layer", [False, True], ids=["inputs", "layer"])
+def test_vat_term_equals_the_hand_computed_kl(at_layer):
+    config = keras_advreg.AdvConfig(
+        adv_loss="vat", multiplier=0.5, adv_step_size=0.8, pgd_iterations=30, vat_xi=1e-3
+    )
+    model = keras_advreg.AdversarialRegularization(_linear(at_layer), adv_config=config)
+    model.compile("sgd", LOGITS_CE, metrics=["accuracy"])
+    y = np.array([1, -1])  # the second example is unlabeled
+    logs = model.evaluate(X, y, batch_size=2, verbose=0, return_dict=True)
+    candidates = _vat_candidates(X, 0.8)
+    sums = [0.5 * np.mean(c) for c in itertools.product(*candidates)]
+    got = logs["scaled_adversarial_loss"]
+    assert min(abs(got - s) for s in sums) < 2e-3 * max(sums), (got, sums)
+    assert min(sums) > 1e-3  # the term is not trivially 0
+    # Only the labeled example enters the supervised loss and the accuracy.
+    p0 = _softmax(X[0].astype("float64") @ W + B)
+    assert logs["labeled_loss"] == pytest.approx(-np.log(p0[1]), rel=1e-5)
+    assert logs["accuracy"] == float(np.argmax(p0) == 1)
+
+
+def test_unlabeled_examples_do_not_move_the_supervised_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 2)).astype("float32")
+    y = np.array([0, 2, 1, 0, -1, -1, -1, -1])
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"),
+                             keras.layers.Dense(3)])  # fmt: skip
+    plain = keras.models.clone_model(base)
+    plain.set_weights(base.get_weights())
+    config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=0.0, adv_step_size=0.5)
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    plain.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
+    plain.fit(x[:4], y[:4], batch_size=4, epochs=1, shuffle=False, verbose=0)
+    for got, want in zip(base.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vat_needs_a_classification_loss():
+    model = keras_advreg.AdversarialRegularization(
+        _linear(False), adv_config=keras_advreg.AdvConfig(adv_loss="vat")
+    )
+    with pytest.raises(
+        ValueError, match=r"adv_loss='vat' needs a classification loss.*Received: loss='mse'"
+    ):
+        model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="`vat_xi` must be > 0.0. Received: vat_xi=0"):
+        keras_advreg.AdvConfig(adv_loss="vat", vat_xi=0)
+
+
+def test_vat_trains_and_round_trips_through_a_keras_file(tmp_path):
+    config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=1.0, adv_step_size=1.0, vat_xi=1e-2)
+    model = keras_advreg.AdversarialRegularization(_linear(True), adv_config=config)
+    model.compile("adam", LOGITS_CE)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 2)).astype("float32")
+    y = np.where(rng.random(32) < 0.5, -1, (x[:, 0] > 0).astype("int64"))
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.array(history.history["scaled_adversarial_loss"]) > 0)
+    path = tmp_path / "vat.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.adv_config == config and restored.adv_config.vat_xi == 1e-2
+    assert isinstance(restored.base_model.get_layer("perturbation"), AdversarialPerturbation)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored.predict(x, verbose=0)),
+        keras.ops.convert_to_numpy(model.predict(x, verbose=0)),
+        atol=1e-6,
+    )
