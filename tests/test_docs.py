@@ -42,6 +42,7 @@ WITH_EXAMPLES = {
     "keras_advreg.attacks.pgd",
     "keras_advreg.attacks.apgd",
     "keras_advreg.attacks.square",
+    "keras_advreg.attacks.fab",
     "keras_advreg.attacks.autoattack",
     "keras_advreg.attacks.generate",
     "keras_advreg.log_keys",

@@ -2,7 +2,8 @@
 
 - `FGSM`, `PGD`: NSL's perturbation math (single step; fixed-step iterations).
 - `APGD` (APGD-CE / APGD-DLR), `APGDTargeted` (APGD-T): Croce & Hein's step-size-free
-  attacks; `Square`: a gradient-free attack; `AutoAttack`: their cascade
+  attacks; `FAB` / `FABTargeted` (FAB-T): minimal perturbations to the decision boundary;
+  `Square`: a gradient-free attack; `AutoAttack`: their cascade
   (`"autoattack"`, and the cheaper `"autoattack-fast"`).
 
 `get("pgd", epsilon=0.3, steps=40)`, `get(config_dict)` or an instance go wherever an
@@ -12,6 +13,7 @@ attack is taken (`evaluate_robustness`, the callback, the tuner, the CLI).
 from keras_advreg.attacks.apgd import APGD, APGDTargeted
 from keras_advreg.attacks.autoattack import AutoAttack
 from keras_advreg.attacks.base import Attack, deserialize, get, names, register_attack, serialize
+from keras_advreg.attacks.fab import FAB, FABTargeted
 from keras_advreg.attacks.fgsm import FGSM
 from keras_advreg.attacks.generate import generate_adversarial_examples
 from keras_advreg.attacks.pgd import PGD
@@ -23,6 +25,8 @@ __all__ = [
     "APGDTargeted",
     "Attack",
     "AutoAttack",
+    "FAB",
+    "FABTargeted",
     "FGSM",
     "PGD",
     "Square",

@@ -2,10 +2,12 @@
 
 Each member runs only on the examples the previous ones left correctly classified; an
 example is robust only if every member failed, so the accuracy is the per-example worst
-case. `"autoattack"`: APGD-CE, APGD-T (9 targets) and Square (5000 queries), 100
-iterations each - the reference's standard version without FAB-T. `"autoattack-fast"`:
-APGD-CE and APGD-T with 3 targets, for per-epoch use. `version="custom"` runs the members
-named in `attacks_to_run`, as the reference implementation's option of the same name.
+case. `"autoattack"`: APGD-CE, APGD-T (9 targets), FAB-T (9 targets) and Square (5000
+queries), 100 iterations each - the reference implementation's (fra31/auto-attack)
+standard version. `version="plus"`: the reference's plus version (APGD-CE, APGD-DLR and FAB
+with 5 restarts, Square, APGD-T, FAB-T). `"autoattack-fast"`: APGD-CE and APGD-T with 3
+targets, this library's own cheaper cascade for per-epoch use. `version="custom"` runs the
+members named in `attacks_to_run`, as the reference implementation's option of the same name.
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ from typing import Any
 
 from keras_advreg.attacks.apgd import APGD, APGDTargeted
 from keras_advreg.attacks.base import Attack, register_attack, register_preset
+from keras_advreg.attacks.fab import FAB, FABTargeted
 from keras_advreg.attacks.square import Square
 from keras_advreg.utils import check_positive_int
 
-VERSIONS = ("standard", "fast", "custom")
-#: The members `attacks_to_run` may name (the reference's names, without FAB).
-MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+VERSIONS = ("standard", "plus", "fast", "custom")
+#: The members `attacks_to_run` may name (the reference's names).
+MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+#: The members of each version, in cascade order (the reference's for standard and plus).
+VERSION_MEMBERS = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "fast": ("apgd-ce", "apgd-t"),
+}
+#: Restarts of the members the reference's plus version restarts.
+PLUS_RESTARTS = {"apgd-ce": 5, "apgd-dlr": 5, "fab": 5}
 
 
 @register_attack("autoattack")
@@ -28,24 +39,29 @@ class AutoAttack(Attack):
     """The AutoAttack cascade.
 
     Members that cannot run on a model are left out, and the report says so:
-    APGD-T needs at least 4 classes (it uses `min(num_targets, classes - 1)`
-    targets), Square needs one image feature, a bounded box and l-inf.
+    APGD-T needs at least 4 classes and FAB-T at least 3 (they use
+    `min(num_targets, classes - 1)` targets), FAB at least 2 output units,
+    Square one image feature, a bounded box and l-inf.
 
     Args:
         epsilon: float or sequence of floats. Radius. Defaults to `0.1`.
-        version: str. `"standard"` (APGD-CE, APGD-T with 9 targets, Square
-            5000 queries), `"fast"` (APGD-CE, APGD-T with 3 targets) or
-            `"custom"` (the members of `attacks_to_run`). Defaults to
-            `"standard"`.
-        steps: int. APGD iterations. Defaults to `100`.
+        version: str. `"standard"` (the reference's: APGD-CE, APGD-T with 9
+            targets, FAB-T with 9 targets, Square 5000 queries), `"plus"`
+            (the reference's: APGD-CE, APGD-DLR and FAB with 5 restarts each,
+            Square, APGD-T, FAB-T), `"fast"` (this library's own: APGD-CE,
+            APGD-T with 3 targets) or `"custom"` (the members of
+            `attacks_to_run`). Defaults to `"standard"`.
+        steps: int. APGD and FAB iterations. Defaults to `100`.
         square_queries: int. Queries of the Square attack (standard version,
             l-inf). Defaults to `5000`; `0` leaves Square out (it costs
             `queries` forward passes per example still robust).
         attacks_to_run: sequence of str. With `version="custom"`, the members
             in cascade order, among "apgd-ce", "apgd-dlr", "apgd-t" (9
-            targets) and "square". Defaults to `None`.
+            targets), "fab", "fab-t" (9 targets) and "square". Defaults to
+            `None`.
         **kwargs: `norm`, `clip_value_min`, `clip_value_max`, `restarts`
-            (of each member), `seed` (see `Attack`).
+            (of each member; at least 5 for the ones the plus version
+            restarts), `seed` (see `Attack`).
 
     Example:
 
@@ -65,7 +81,7 @@ class AutoAttack(Attack):
         super().__init__(epsilon, **kwargs)
         if version not in VERSIONS:
             raise ValueError(
-                "`version` must be one of 'standard', 'fast', 'custom'. "
+                f"`version` must be one of {', '.join(map(repr, VERSIONS))}. "
                 f"Received: version={version!r}"
             )
         self.version = version
@@ -110,16 +126,26 @@ class AutoAttack(Attack):
         common = {k: v for k, v in Attack.get_config(self).items() if k not in ("epsilon",)}
         names = self.attacks_to_run
         if names is None:
-            names = ["apgd-ce", "apgd-t"] + (["square"] if self.version == "standard" else [])
+            names = VERSION_MEMBERS[self.version]
         targets = 3 if self.version == "fast" else 9
         members: list[Attack] = []
         for name in names:
+            if self.version == "plus" and name in PLUS_RESTARTS:
+                common["restarts"] = max(PLUS_RESTARTS[name], self.restarts)
+            else:
+                common["restarts"] = self.restarts
             if name in ("apgd-ce", "apgd-dlr"):
                 loss = name.split("-")[1]
                 members.append(APGD(self.epsilon, steps=self.steps, loss=loss, **common))
             elif name == "apgd-t":
                 members.append(
                     APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
+                )
+            elif name == "fab":
+                members.append(FAB(self.epsilon, steps=self.steps, **common))
+            elif name == "fab-t":
+                members.append(
+                    FABTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
                 )
             elif self.norm == "infinity" and self.square_queries:
                 square = {k: v for k, v in common.items() if k != "norm"}
@@ -128,9 +154,7 @@ class AutoAttack(Attack):
 
     def describe(self) -> str:
         inner = ", ".join(m.describe() for m in self.members())
-        name = {"standard": "AutoAttack", "fast": "AutoAttack-fast"}.get(
-            self.version, "AutoAttack-custom"
-        )
+        name = "AutoAttack" if self.version == "standard" else f"AutoAttack-{self.version}"
         return f"{name} ({inner})"
 
     def stages(self, problem: Any = None) -> list[Attack]:
@@ -139,7 +163,7 @@ class AutoAttack(Attack):
             if problem is not None and isinstance(member, APGDTargeted):
                 if (1 if problem.head.binary else problem.head.num_classes) < 4:
                     continue
-            if problem is not None and isinstance(member, Square):
+            if problem is not None and isinstance(member, (Square, FAB)):
                 try:
                     member.check_problem(problem)
                 except ValueError:
