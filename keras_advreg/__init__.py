@@ -22,6 +22,11 @@ _LAZY_NAMES = {
     "AdversarialExamplesCallback": "keras_advreg.callbacks",
     "AdversarialRegularization": "keras_advreg.training",
     "AdversarialRobustnessCallback": "keras_advreg.callbacks",
+    "CertificationReport": "keras_advreg.certification",
+    "RandomizedSmoothing": "keras_advreg.certification",
+    "certify": "keras_advreg.certification",
+    "layers": "keras_advreg.layers",  # the subpackage itself
+    "losses": "keras_advreg.losses",  # the module itself
     "EpsilonSchedule": "keras_advreg.training",
     "RobustnessReport": "keras_advreg.evaluation",
     "adversarial_loss": "keras_advreg.training",
@@ -62,7 +67,7 @@ if _lazy_import():
         if keras.backend.backend() == "tensorflow":
             importlib.import_module("keras_advreg.backend.nsl")
         module = importlib.import_module(module_name)
-        value = module if name == "attacks" else getattr(module, name)
+        value = module if name in ("attacks", "layers", "losses") else getattr(module, name)
         globals()[name] = value
         return value
 
@@ -78,9 +83,10 @@ else:
         # feature is used.
         from keras_advreg.backend import nsl as _nsl  # noqa: F401
 
-    from keras_advreg import attacks
+    from keras_advreg import attacks, layers, losses
     from keras_advreg.attacks import generate_adversarial_examples
     from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
+    from keras_advreg.certification import CertificationReport, RandomizedSmoothing, certify
     from keras_advreg.data import load_tfds, to_dict, to_tuple
     from keras_advreg.evaluation import (
         RobustnessReport,
@@ -100,15 +106,20 @@ __all__ = [
     "AdversarialExamplesCallback",
     "AdversarialRegularization",
     "AdversarialRobustnessCallback",
+    "CertificationReport",
     "EpsilonSchedule",
+    "RandomizedSmoothing",
     "RobustnessReport",
     "__version__",
     "adversarial_loss",
     "attacks",
+    "certify",
     "check_attack_strength",
     "evaluate_robustness",
     "generate_adversarial_examples",
+    "layers",
     "load_tfds",
+    "losses",
     "make_adv_reg_config",
     "to_dict",
     "to_tuple",

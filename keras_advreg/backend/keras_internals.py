@@ -102,3 +102,11 @@ class MultiWorkerStepsMixin:
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def is_functional(model: Any) -> bool:
+    """Whether `model` is a functional model (`keras.Model(inputs, outputs)`), whose graph of
+    operations can be read, unlike a subclassed model's `call`."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)

@@ -8,6 +8,7 @@ from typing import Any
 
 from keras_advreg.callbacks.base import AttackCallback
 from keras_advreg.callbacks.images import AdversarialExamplesCallback
+from keras_advreg.certification.lipschitz import LipschitzCertifier, certify
 from keras_advreg.evaluation.checks import UPPER_BOUND, WEAK_STRENGTHS
 from keras_advreg.evaluation.evaluate import evaluate_robustness
 from keras_advreg.evaluation.report import RobustnessReport
@@ -109,6 +110,12 @@ class AdversarialRobustnessCallback(AttackCallback):
         check_finite: bool. Refuse NaN or Inf in `data` (checked batch by
             batch, the first one in `on_train_begin`), as `evaluate_robustness`
             does. Defaults to `True`.
+        certify: bool. Also log the certified accuracy of a model built from
+            `keras_advreg.layers` (`keras_advreg.certify`, the Lipschitz-margin
+            certificate, at the same epsilons, which must be l2):
+            `"val_certified_accuracy"` at the first epsilon and
+            `f"val_certified_accuracy_eps_{epsilon:g}"` at each. Defaults to
+            `False`.
 
     Example:
 
@@ -145,6 +152,7 @@ class AdversarialRobustnessCallback(AttackCallback):
         stop_on_collapse: float | None = None,
         restore_best_weights: bool = True,
         check_finite: bool = True,
+        certify: bool = False,
     ):
         arguments = dict(
             epsilon=epsilons,
@@ -191,6 +199,12 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.stop_on_collapse = stop_on_collapse
         self.restore_best_weights = bool(restore_best_weights)
         self.check_finite = bool(check_finite)
+        self.certify = bool(certify)
+        if self.certify and self._attack.norm != "l2":
+            raise ValueError(
+                "`certify=True` certifies l2 radii (the Lipschitz-margin certificate): the "
+                f"attack's norm must be 'l2'. Received: norm={self._attack.norm!r}"
+            )
         self._images = None
         if self.log_dir is not None:
             self._images = AdversarialExamplesCallback(
@@ -220,7 +234,11 @@ class AdversarialRobustnessCallback(AttackCallback):
     def log_keys(self) -> list[str]:
         """The keys this callback writes into `logs`."""
         per_eps = [f"{self.metric_name}_eps_{format_eps(e)}" for e in self._attack.epsilons]
-        return [self.metric_name, *per_eps, "val_clean_accuracy"]
+        keys = [self.metric_name, *per_eps, "val_clean_accuracy"]
+        if self.certify:
+            keys += ["val_certified_accuracy"]
+            keys += [f"val_certified_accuracy_eps_{format_eps(e)}" for e in self._attack.epsilons]
+        return keys
 
     def _evaluate(self, max_examples: int | None) -> RobustnessReport:
         return evaluate_robustness(
@@ -256,6 +274,8 @@ class AdversarialRobustnessCallback(AttackCallback):
                 f"AdversarialRobustnessCallback cannot attack the model on the first batch of "
                 f"`data`: {error}"
             ) from error
+        if self.certify:  # a model without a proved bound fails here, naming the layer
+            LipschitzCertifier(self.model)
         if self._attack.strength in WEAK_STRENGTHS:
             warnings.warn(
                 "AdversarialRobustnessCallback: "
@@ -290,6 +310,16 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.reports[epoch] = report
         keys = self.log_keys
         values = [report.robust_accuracy, *report.accuracy.values(), report.clean_accuracy]
+        if self.certify:
+            certified = certify(
+                self.model,
+                self.data,
+                epsilons=list(self._attack.epsilons),
+                batch_size=self.batch_size,
+                max_examples=self.max_examples,
+                label_keys=self.label_keys,
+            )
+            values += [certified.certified_accuracy, *certified.accuracy.values()]
         self._last_values = dict(zip(keys, values, strict=True))
         self._warn(report)
         self._check_collapse(epoch, report.robust_accuracy)
