@@ -195,3 +195,31 @@ def test_callback_logs_certified_accuracy():
         keras_advreg.AdversarialRobustnessCallback(
             (x, y), epsilons=0.1, attack="fgsm", norm="infinity", certify=True
         )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the CLI runs on TensorFlow")
+def test_cli_evaluate_certify_column(tmp_path, capsys):
+    import json
+
+    from keras_advreg.apps import cli
+
+    model = _linear(np.eye(3, dtype="float32"))
+    model.save(tmp_path / "m.keras")
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 2.0]], "float32")
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2]))
+    common = [
+        "evaluate",
+        str(tmp_path / "m.keras"),
+        "--dataset",
+        str(tmp_path / "d.npz"),
+        "--quiet",
+    ]
+    out = tmp_path / "out"
+    args = ["--epsilons", "0.1,0.5", "--norm", "l2", "--attack", "fgsm", "--certify", "--no-plots"]
+    assert cli.main([*common, *args, "--output-dir", str(out)]) == 0
+    # radii (1, 0.3, 2) / sqrt(2) = 0.71, 0.21, 1.41: two of three certified at 0.5
+    assert "| 0.5       | " in capsys.readouterr().out
+    results = json.loads((out / "robustness.json").read_text())
+    assert results["certified"]["accuracy"] == {"0.1": 1.0, "0.5": pytest.approx(2 / 3)}
+    assert cli.main([*common, "--epsilons", "0.1", "--certify"]) == cli.EXIT_USAGE  # norm infinity
+    assert "use --norm l2" in capsys.readouterr().err

@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the accuracy-vs-epsilon curve; needs matplotlib (default: when "
         'matplotlib is installed, pip install "keras-advreg[plot]").',
     )
+    evaluate.add_argument(
+        "--certify",
+        action="store_true",
+        help="also certify (l2 only): a certified-accuracy column beside the attacked one, for "
+        "models built from keras_advreg.layers (Lipschitz-margin certificate).",
+    )
     evaluate.set_defaults(handler=_run_evaluate)
 
     robust = commands.add_parser(
@@ -407,12 +413,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UserError(str(e)) from None
+    if getattr(args, "certify", False) and attack.norm != "l2":
+        raise UserError(
+            f"--certify certifies l2 radii: use --norm l2. Received: --norm {args.norm}"
+        )
     plots = _plots_wanted(args)
     if is_mnist:
         _check_tfds()
     model = load_model(args.model)
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
+    certified = _certify(model, x, y, attack, args) if getattr(args, "certify", False) else None
     print(f"Attack: {attack_settings(attack)}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
@@ -420,9 +431,24 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     print(report)
+    if certified is not None:
+        from keras_advreg.apps.reporting import certified_table
+
+        print(certified_table(report, certified))
     if args.output_dir:
-        _write_evaluation(args, report, dataset, plots=plots)
+        _write_evaluation(args, report, dataset, plots=plots, certified=certified)
     return 0
+
+
+def _certify(model: Any, x: Any, y: Any, attack: Any, args: argparse.Namespace) -> Any:
+    """`keras_advreg.certify` at the attack's radii, before the attack (a model without a
+    proved bound is refused before any attack work)."""
+    from keras_advreg.certification import certify
+
+    try:
+        return certify(model, (x, y), list(attack.epsilons), batch_size=args.batch_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _plots_wanted(args: argparse.Namespace) -> bool:
@@ -617,7 +643,7 @@ def _input_shape(model: Any) -> tuple | None:
 
 
 def _write_evaluation(
-    args: argparse.Namespace, report: Any, dataset: str, *, plots: bool = True
+    args: argparse.Namespace, report: Any, dataset: str, *, plots: bool = True, certified=None
 ) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     results = {
@@ -625,6 +651,8 @@ def _write_evaluation(
         "dataset": dataset,
         **report.to_dict(),
     }
+    if certified is not None:
+        results["certified"] = certified.to_dict()
     path = os.path.join(args.output_dir, EVALUATE_RESULTS_FILE)
     written = [path]
     if plots:
