@@ -23,15 +23,19 @@ _LAZY_NAMES = {
     "AdversarialExamplesCallback": "keras_advreg.callbacks",
     "AdversarialRegularization": "keras_advreg.training",
     "AdversarialRobustnessCallback": "keras_advreg.callbacks",
+    "CertificationReport": "keras_advreg.certification",
     "EpsilonSchedule": "keras_advreg.training",
+    "RandomizedSmoothing": "keras_advreg.certification",
     "RobustnessReport": "keras_advreg.evaluation",
     "adversarial_loss": "keras_advreg.training",
     "attacks": "keras_advreg.attacks",  # the subpackage itself
-    "layers": "keras_advreg.layers",  # the subpackage itself (registers the layers)
+    "certify": "keras_advreg.certification",
     "check_attack_strength": "keras_advreg.evaluation",
     "evaluate_robustness": "keras_advreg.evaluation",
     "generate_adversarial_examples": "keras_advreg.attacks",
+    "layers": "keras_advreg.layers",  # the subpackage itself (registers the layers)
     "load_tfds": "keras_advreg.data",
+    "losses": "keras_advreg.losses",  # the module itself
     "make_adv_reg_config": "keras_advreg.training",
     "to_dict": "keras_advreg.data",
     "to_tuple": "keras_advreg.data",

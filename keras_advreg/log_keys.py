@@ -12,13 +12,17 @@ from keras_advreg.utils import format_eps
 ADV_ACCURACY = "val_adv_accuracy"
 #: Accuracy on the unperturbed examples the callback attacks.
 CLEAN_ACCURACY = "val_clean_accuracy"
+#: Certified accuracy (`AdversarialRobustnessCallback(certify=True)`).
+CERTIFIED_ACCURACY = "val_certified_accuracy"
 #: The tuner's blend: `robust_weight * ADV_ACCURACY + (1 - robust_weight) * CLEAN_ACCURACY`.
 CLEAN_ADV_ACCURACY = "val_clean_adv_accuracy"
 #: What joins a metric name and an epsilon in the per-epsilon keys.
 EPSILON_INFIX = "_eps_"
 
 # The accuracies above without "val_" (keras-tuner strips it): maximised.
-_ACCURACIES = tuple(k[len("val_") :] for k in (ADV_ACCURACY, CLEAN_ACCURACY, CLEAN_ADV_ACCURACY))
+_ACCURACIES = tuple(
+    k[len("val_") :] for k in (ADV_ACCURACY, CLEAN_ACCURACY, CLEAN_ADV_ACCURACY, CERTIFIED_ACCURACY)
+)
 
 
 def per_epsilon(metric_name: str, epsilon: float) -> str:
@@ -46,6 +50,7 @@ def is_accuracy_key(name: str) -> bool:
 
 __all__ = [
     "ADV_ACCURACY",
+    "CERTIFIED_ACCURACY",
     "CLEAN_ACCURACY",
     "CLEAN_ADV_ACCURACY",
     "EPSILON_INFIX",

@@ -14,16 +14,20 @@ PUBLIC_API = [
     "AdversarialExamplesCallback",
     "AdversarialRegularization",
     "AdversarialRobustnessCallback",
+    "CertificationReport",
     "EpsilonSchedule",
+    "RandomizedSmoothing",
     "RobustnessReport",
     "__version__",
     "adversarial_loss",
     "attacks",
+    "certify",
     "check_attack_strength",
     "evaluate_robustness",
     "generate_adversarial_examples",
     "layers",
     "load_tfds",
+    "losses",
     "make_adv_reg_config",
     "to_dict",
     "to_tuple",
@@ -36,9 +40,12 @@ DEFINED_IN = {
     "AdversarialExamplesCallback": "keras_advreg.callbacks.images",
     "AdversarialRegularization": "keras_advreg.training.model",
     "AdversarialRobustnessCallback": "keras_advreg.callbacks.robustness",
+    "CertificationReport": "keras_advreg.certification.report",
     "EpsilonSchedule": "keras_advreg.training.schedule",
+    "RandomizedSmoothing": "keras_advreg.certification.smoothing",
     "RobustnessReport": "keras_advreg.evaluation.report",
     "adversarial_loss": "keras_advreg.training.functional",
+    "certify": "keras_advreg.certification.lipschitz",
     "check_attack_strength": "keras_advreg.evaluation.checks",
     "evaluate_robustness": "keras_advreg.evaluation.evaluate",
     "generate_adversarial_examples": "keras_advreg.attacks.generate",
@@ -53,13 +60,14 @@ def test_public_api_is_pinned():
     import importlib
 
     assert sorted(keras_advreg.__all__) == sorted(PUBLIC_API)
-    assert sorted(DEFINED_IN) == sorted(set(PUBLIC_API) - {"__version__", "attacks", "layers"})
+    assert sorted(DEFINED_IN) == sorted(set(PUBLIC_API) - {"__version__", "attacks", "layers", "losses"})
     for name, module in DEFINED_IN.items():
         value = getattr(keras_advreg, name)
         assert value is getattr(importlib.import_module(module), name), name
         assert value.__module__ == module, name
     assert keras_advreg.attacks is importlib.import_module("keras_advreg.attacks")
     assert keras_advreg.layers is importlib.import_module("keras_advreg.layers")
+    assert keras_advreg.losses is importlib.import_module("keras_advreg.losses")
     assert _version(keras_advreg.__version__) >= (0, 1)
 
 

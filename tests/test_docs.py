@@ -46,6 +46,11 @@ WITH_EXAMPLES = {
     "keras_advreg.attacks.autoattack",
     "keras_advreg.attacks.generate",
     "keras_advreg.log_keys",
+    "keras_advreg.layers.lipschitz",
+    "keras_advreg.layers.activations",
+    "keras_advreg.losses",
+    "keras_advreg.certification.lipschitz",
+    "keras_advreg.certification.smoothing",
 }
 
 

@@ -140,12 +140,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         attack = with_options(resolve(args.attack, args.epsilons), options)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if args.certify and attack.norm != "l2":
+        raise UserError(
+            f"--certify certifies l2 radii: use --norm l2. Received: --norm {args.norm}"
+        )
     plots = plots_wanted(args)
     if is_mnist:
         _check_tfds()
     model = load_model(args.model)
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
+    certified = _certify(model, x, y, attack, args) if args.certify else None
     print(f"Attack: {attack_settings(attack)}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
@@ -153,9 +158,24 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     print(report)
+    if certified is not None:
+        from keras_advreg.apps.reporting import certified_table
+
+        print(certified_table(report, certified))
     if args.output_dir:
-        write_evaluation(args, report, dataset, plots=plots)
+        write_evaluation(args, report, dataset, plots=plots, certified=certified)
     return 0
+
+
+def _certify(model: Any, x: Any, y: Any, attack: Any, args: argparse.Namespace) -> Any:
+    """`keras_advreg.certify` at the attack's radii, before the attack (a model without a
+    proved bound is refused before any attack work)."""
+    from keras_advreg.certification import certify
+
+    try:
+        return certify(model, (x, y), list(attack.epsilons), batch_size=args.batch_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 _TFDS_MISSING = (

@@ -33,7 +33,12 @@ def plots_wanted(args: argparse.Namespace) -> bool:
 
 
 def write_evaluation(
-    args: argparse.Namespace, report: Any, dataset: str, *, plots: bool = True
+    args: argparse.Namespace,
+    report: Any,
+    dataset: str,
+    *,
+    plots: bool = True,
+    certified: Any = None,
 ) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     results = {
@@ -41,6 +46,8 @@ def write_evaluation(
         "dataset": dataset,
         **report.to_dict(),
     }
+    if certified is not None:
+        results["certified"] = certified.to_dict()
     path = os.path.join(args.output_dir, EVALUATE_RESULTS_FILE)
     written = [path]
     if plots:

@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the accuracy-vs-epsilon curve; needs matplotlib (default: when "
         'matplotlib is installed, pip install "keras-advreg[plot]").',
     )
+    evaluate.add_argument(
+        "--certify",
+        action="store_true",
+        help="also certify (l2 only): a certified-accuracy column beside the attacked one, for "
+        "models built from keras_advreg.layers (Lipschitz-margin certificate).",
+    )
 
     robust = commands.add_parser(
         "robust-mnist",

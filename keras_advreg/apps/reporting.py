@@ -168,3 +168,14 @@ def fit_verbosity(verbose: int) -> int:
         return 0
     isatty = getattr(sys.stdout, "isatty", None)
     return 1 if isatty is not None and isatty() else 2
+
+
+def certified_table(report: Any, certified: Any) -> str:
+    """Attacked beside certified accuracy per epsilon (`keras-advreg evaluate --certify`)."""
+    from keras_advreg.utils import format_eps
+
+    rows = [["0 (clean)", f"{report.clean_accuracy:.4f}", f"{certified.clean_accuracy:.4f}"]]
+    for eps, accuracy in report.accuracy.items():
+        rows.append([format_eps(eps), f"{accuracy:.4f}", f"{certified.accuracy[eps]:.4f}"])
+    header = ["epsilon", f"{report.description} accuracy", "certified accuracy"]
+    return f"Certified: {certified.description}\n" + markdown_table(header, rows)

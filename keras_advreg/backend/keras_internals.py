@@ -108,3 +108,11 @@ def all_layers(model: Any) -> list:
     """Every layer inside `model`, nested layers and models included (Keras'
     `_flatten_layers`), without `model` itself."""
     return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def is_functional(model: Any) -> bool:
+    """Whether `model` is a functional model (`keras.Model(inputs, outputs)`), whose graph of
+    operations can be read, unlike a subclassed model's `call`."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)

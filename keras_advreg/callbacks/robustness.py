@@ -8,10 +8,11 @@ from typing import Any
 
 from keras_advreg.callbacks.base import AttackCallback
 from keras_advreg.callbacks.images import AdversarialExamplesCallback
+from keras_advreg.certification.lipschitz import LipschitzCertifier, certify
 from keras_advreg.evaluation.checks import UPPER_BOUND, WEAK_STRENGTHS
 from keras_advreg.evaluation.evaluate import evaluate_robustness
 from keras_advreg.evaluation.report import RobustnessReport
-from keras_advreg.log_keys import ADV_ACCURACY, CLEAN_ACCURACY, per_epsilon
+from keras_advreg.log_keys import ADV_ACCURACY, CERTIFIED_ACCURACY, CLEAN_ACCURACY, per_epsilon
 from keras_advreg.utils import check_positive_int, format_eps
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -122,6 +123,12 @@ class AdversarialRobustnessCallback(AttackCallback):
         check_finite: bool. Refuse NaN or Inf in `data` (checked batch by
             batch, the first one in `on_train_begin`), as `evaluate_robustness`
             does. Defaults to `True`.
+        certify: bool. Also log the certified accuracy of a model built from
+            `keras_advreg.layers` (`keras_advreg.certify`, the Lipschitz-margin
+            certificate, at the same epsilons, which must be l2):
+            `"val_certified_accuracy"` at the first epsilon and
+            `f"val_certified_accuracy_eps_{epsilon:g}"` at each. Defaults to
+            `False`.
 
     Example:
 
@@ -161,6 +168,7 @@ class AdversarialRobustnessCallback(AttackCallback):
         stop_on_collapse: float | None = None,
         restore_best_weights: bool = True,
         check_finite: bool = True,
+        certify: bool = False,
     ):
         arguments = dict(
             epsilons=epsilons,
@@ -200,6 +208,12 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.stop_on_collapse = stop_on_collapse
         self.restore_best_weights = bool(restore_best_weights)
         self.check_finite = bool(check_finite)
+        self.certify = bool(certify)
+        if self.certify and self._attack.norm != "l2":
+            raise ValueError(
+                "`certify=True` certifies l2 radii (the Lipschitz-margin certificate): the "
+                f"attack's norm must be 'l2'. Received: norm={self._attack.norm!r}"
+            )
         self._images = None
         if self.log_dir is not None:
             self._images = AdversarialExamplesCallback(
@@ -229,7 +243,11 @@ class AdversarialRobustnessCallback(AttackCallback):
     def log_keys(self) -> list[str]:
         """The keys this callback writes into `logs`."""
         per_eps = [per_epsilon(self.metric_name, e) for e in self._attack.epsilons]
-        return [self.metric_name, *per_eps, CLEAN_ACCURACY]
+        keys = [self.metric_name, *per_eps, CLEAN_ACCURACY]
+        if self.certify:
+            keys += [CERTIFIED_ACCURACY]
+            keys += [per_epsilon(CERTIFIED_ACCURACY, e) for e in self._attack.epsilons]
+        return keys
 
     @property
     def descriptions(self) -> dict[str, str]:
@@ -265,6 +283,15 @@ class AdversarialRobustnessCallback(AttackCallback):
         keys = self.log_keys
         values = [under(attack.epsilons[0])] + [under(e) for e in attack.epsilons]
         values.append(f"accuracy without attack on {examples} (the examples attacked)")
+        if self.certify:
+
+            def proved(eps):
+                return (
+                    f"certified accuracy (Lipschitz-margin certificate, l2 radius "
+                    f"{format_eps(eps)}) on {examples}"
+                )
+
+            values += [proved(attack.epsilons[0])] + [proved(e) for e in attack.epsilons]
         return dict(zip(keys, values, strict=True))
 
     def _evaluate(self, max_examples: int | None) -> RobustnessReport:
@@ -301,6 +328,8 @@ class AdversarialRobustnessCallback(AttackCallback):
                 f"AdversarialRobustnessCallback cannot attack the model on the first batch of "
                 f"`data`: {error}"
             ) from error
+        if self.certify:  # a model without a proved bound fails here, naming the layer
+            LipschitzCertifier(self.model)
         if self._attack.strength in WEAK_STRENGTHS:
             warnings.warn(
                 "AdversarialRobustnessCallback: "
@@ -335,6 +364,16 @@ class AdversarialRobustnessCallback(AttackCallback):
         self.reports[epoch] = report
         keys = self.log_keys
         values = [report.robust_accuracy, *report.accuracy.values(), report.clean_accuracy]
+        if self.certify:
+            certified = certify(
+                self.model,
+                self.data,
+                epsilons=list(self._attack.epsilons),
+                batch_size=self.batch_size,
+                max_examples=self.max_examples,
+                label_keys=self.label_keys,
+            )
+            values += [certified.certified_accuracy, *certified.accuracy.values()]
         self._last_values = dict(zip(keys, values, strict=True))
         self._warn(report)
         self._check_collapse(epoch, report.robust_accuracy)
