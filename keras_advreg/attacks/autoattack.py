@@ -4,7 +4,10 @@ Each member runs only on the examples the previous ones left correctly classifie
 example is robust only if every member failed, so the accuracy is the per-example worst
 case. `"autoattack"`: APGD-CE, APGD-T (9 targets) and Square (5000 queries), 100
 iterations each - the reference's standard version without FAB-T. `"autoattack-fast"`:
-APGD-CE and APGD-T with 3 targets, for per-epoch use. `version="custom"` runs the members
+APGD-CE and APGD-T with 3 targets, for per-epoch use. `version="rand"`: for randomized
+models, APGD-CE and APGD-DLR with expectation over transformation (each gradient averaged
+over `eot_iter` = 20 draws of the model's randomness), one run each, as the reference's
+`rand` version. `version="custom"` runs the members
 named in `attacks_to_run`, as the reference implementation's option of the same name.
 """
 
@@ -13,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from keras_advreg.attacks.apgd import APGD, APGDTargeted
+from keras_advreg.attacks.apgd import APGD, APGDTargeted, check_eot_iter
 from keras_advreg.attacks.base import Attack, register_attack, register_preset
 from keras_advreg.attacks.square import Square
 from keras_advreg.utils import check_positive_int
 
-VERSIONS = ("standard", "fast", "custom")
+VERSIONS = ("standard", "fast", "rand", "custom")
+#: Draws of a randomized model each gradient of the `rand` version averages (the reference's).
+RAND_EOT_ITER = 20
 #: The members `attacks_to_run` may name (the reference's names, without FAB).
 MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
 
@@ -35,8 +40,9 @@ class AutoAttack(Attack):
         epsilon: float or sequence of floats. Radius. Defaults to `0.1`.
         version: str. `"standard"` (APGD-CE, APGD-T with 9 targets, Square
             5000 queries), `"fast"` (APGD-CE, APGD-T with 3 targets) or
-            `"custom"` (the members of `attacks_to_run`). Defaults to
-            `"standard"`.
+            `"rand"` (for randomized models: APGD-CE and APGD-DLR, each
+            gradient averaged over `eot_iter` draws) or `"custom"` (the
+            members of `attacks_to_run`). Defaults to `"standard"`.
         steps: int. APGD iterations. Defaults to `100`.
         square_queries: int. Queries of the Square attack (standard version,
             l-inf). Defaults to `5000`; `0` leaves Square out (it costs
@@ -44,6 +50,9 @@ class AutoAttack(Attack):
         attacks_to_run: sequence of str. With `version="custom"`, the members
             in cascade order, among "apgd-ce", "apgd-dlr", "apgd-t" (9
             targets) and "square". Defaults to `None`.
+        eot_iter: int. Draws of the model's randomness each APGD gradient
+            averages (expectation over transformation). Defaults to `None`
+            (`20` for `version="rand"`, else `1`).
         **kwargs: `norm`, `clip_value_min`, `clip_value_max`, `restarts`
             (of each member), `seed` (see `Attack`).
 
@@ -60,14 +69,16 @@ class AutoAttack(Attack):
         steps: int = 100,
         square_queries: int = 5000,
         attacks_to_run: Sequence[str] | None = None,
+        eot_iter: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(epsilon, **kwargs)
         if version not in VERSIONS:
             raise ValueError(
-                "`version` must be one of 'standard', 'fast', 'custom'. "
+                f"`version` must be one of {', '.join(map(repr, VERSIONS))}. "
                 f"Received: version={version!r}"
             )
+        self.eot_iter = None if eot_iter is None else check_eot_iter(eot_iter)
         self.version = version
         if (version == "custom") != (attacks_to_run is not None):
             raise ValueError(
@@ -103,23 +114,37 @@ class AutoAttack(Attack):
             "steps": self.steps,
             "square_queries": self.square_queries,
             "attacks_to_run": self.attacks_to_run,
+            "eot_iter": self.eot_iter,
         }
+
+    @property
+    def draws(self) -> int:
+        """The draws each APGD gradient averages (`eot_iter`, or the version's default)."""
+        if self.eot_iter is not None:
+            return self.eot_iter
+        return RAND_EOT_ITER if self.version == "rand" else 1
 
     def members(self) -> list[Attack]:
         """The attacks of the ensemble, in cascade order."""
         common = {k: v for k, v in Attack.get_config(self).items() if k not in ("epsilon",)}
         names = self.attacks_to_run
+        if names is None and self.version == "rand":
+            names = ["apgd-ce", "apgd-dlr"]
+            common["restarts"] = 1
         if names is None:
             names = ["apgd-ce", "apgd-t"] + (["square"] if self.version == "standard" else [])
+        eot = {"eot_iter": self.draws}
         targets = 3 if self.version == "fast" else 9
         members: list[Attack] = []
         for name in names:
             if name in ("apgd-ce", "apgd-dlr"):
                 loss = name.split("-")[1]
-                members.append(APGD(self.epsilon, steps=self.steps, loss=loss, **common))
+                members.append(APGD(self.epsilon, steps=self.steps, loss=loss, **eot, **common))
             elif name == "apgd-t":
                 members.append(
-                    APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
+                    APGDTargeted(
+                        self.epsilon, steps=self.steps, num_targets=targets, **eot, **common
+                    )
                 )
             elif self.norm == "infinity" and self.square_queries:
                 square = {k: v for k, v in common.items() if k != "norm"}
@@ -128,9 +153,11 @@ class AutoAttack(Attack):
 
     def describe(self) -> str:
         inner = ", ".join(m.describe() for m in self.members())
-        name = {"standard": "AutoAttack", "fast": "AutoAttack-fast"}.get(
-            self.version, "AutoAttack-custom"
-        )
+        name = {
+            "standard": "AutoAttack",
+            "fast": "AutoAttack-fast",
+            "rand": "AutoAttack-rand",
+        }.get(self.version, "AutoAttack-custom")
         return f"{name} ({inner})"
 
     def stages(self, problem: Any = None) -> list[Attack]:
@@ -154,3 +181,4 @@ class AutoAttack(Attack):
 
 
 register_preset("autoattack-fast", lambda **kwargs: AutoAttack(**{"version": "fast", **kwargs}))
+register_preset("autoattack-rand", lambda **kwargs: AutoAttack(**{"version": "rand", **kwargs}))
