@@ -60,7 +60,9 @@ def test_public_api_is_pinned():
     import importlib
 
     assert sorted(keras_advreg.__all__) == sorted(PUBLIC_API)
-    assert sorted(DEFINED_IN) == sorted(set(PUBLIC_API) - {"__version__", "attacks", "layers", "losses"})
+    assert sorted(DEFINED_IN) == sorted(
+        set(PUBLIC_API) - {"__version__", "attacks", "layers", "losses"}
+    )
     for name, module in DEFINED_IN.items():
         value = getattr(keras_advreg, name)
         assert value is getattr(importlib.import_module(module), name), name

@@ -329,3 +329,38 @@ def test_sigkilled_search_resumes_without_losing_or_repeating_trials(tmp_path):
         assert got["values"] == trial["values"], trial_id
         assert got["score"] == pytest.approx(trial["score"], abs=1e-6), trial_id
         assert trials[trial_id].score == got["score"]
+
+
+# --------------------------------------------------------------------------- evaluation
+EVALUATE_SCRIPT = TESTS / "resume_evaluate.py"
+
+
+@pytest.mark.slow
+def test_sigkilled_evaluation_resumes_as_if_uninterrupted(tmp_path):
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    command = [sys.executable, EVALUATE_SCRIPT, run_dir, "--state", "--pause-batch", 3]
+    with processes() as start:
+        reference = start([sys.executable, EVALUATE_SCRIPT, reference_dir], tmp_path / "ref.log")
+        first = start(command, tmp_path / "first.log")
+        paused = wait_for_file(run_dir / "paused", first)
+        assert paused == {"batch": 3, "pid": first.pid}
+        stored = json.loads((run_dir / "state.json").read_text())
+        assert len(stored["batches"]) == 3 and not stored["complete"]
+        sigkill(first)
+        assert not (run_dir / "result.json").exists()
+        # The killed run left a complete state file (written atomically), and no temporary.
+        assert json.loads((run_dir / "state.json").read_text()) == stored
+        assert sorted(p.name for p in run_dir.iterdir()) == ["paused", "state.json"]
+        second = start(command, tmp_path / "second.log")
+        finish(second)
+        finish(reference)
+    expected = json.loads((reference_dir / "result.json").read_text())
+    resumed = json.loads((run_dir / "result.json").read_text())
+    assert expected["attacked"] == [0, 1, 2, 3, 4, 5]
+    assert resumed["attacked"] == [3, 4, 5]  # the finished batches were not redone
+    for key in (
+        "clean_accuracy", "accuracy", "attack_success_rate", "per_class_accuracy",
+        "clean_per_class_accuracy", "broken_by", "num_examples", "zero_gradient_fraction",
+    ):  # fmt: skip
+        assert resumed[key] == expected[key], key
+    assert json.loads((run_dir / "state.json").read_text())["complete"]

@@ -20,6 +20,17 @@ from keras_advreg.utils import check_positive_int
 _LOSSES = ("ce", "dlr")
 
 
+def check_eot_iter(eot_iter: Any) -> int:
+    """The number of draws a gradient is averaged over (expectation over transformation)."""
+    if isinstance(eot_iter, bool) or not isinstance(eot_iter, numbers.Integral) or eot_iter < 1:
+        raise ValueError(
+            "`eot_iter` must be an integer >= 1 (the number of draws of a randomized model "
+            f"each gradient is averaged over; 1 for a deterministic model). "
+            f"Received: eot_iter={eot_iter!r}"
+        )
+    return int(eot_iter)
+
+
 def _check_rho(rho: Any) -> float:
     if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not 0 < rho <= 1:
         raise ValueError(f"`rho` must be a number in (0, 1]. Received: rho={rho!r}")
@@ -54,8 +65,9 @@ def run_apgd(
 
     APGD always starts at a random point of the ball, from `noise["start"]` (`draw_apgd`).
     """
+    draws = getattr(attack, "eot_iter", 1)
     return apgd_core.apgd(
-        lambda v, closure: problem.value_and_grad(state.x, v, closure),
+        lambda v, closure: problem.value_and_grad(state.x, v, closure, draws=draws),
         state.v0,
         state.ids,
         eps,
@@ -83,6 +95,10 @@ class APGD(Attack):
             needs >= 3 classes). Defaults to `"ce"`.
         rho: float. Checkpoint threshold on the share of steps that raised the
             loss. Defaults to `0.75`.
+        eot_iter: int. Expectation over transformation: each gradient is the
+            mean of the gradients of this many forward passes of a randomized
+            model (noise layers, dropout at inference); `20` in the reference
+            AutoAttack's `rand` version. Defaults to `1`.
         **kwargs: `norm` (`"infinity"` or `"l2"`), `clip_value_min`,
             `clip_value_max`, `restarts`, `seed` (see `Attack`).
 
@@ -98,6 +114,7 @@ class APGD(Attack):
         steps: int = 100,
         loss: str = "ce",
         rho: float = 0.75,
+        eot_iter: int = 1,
         **kwargs: Any,
     ):
         super().__init__(epsilon, **kwargs)
@@ -106,16 +123,24 @@ class APGD(Attack):
             raise ValueError(f"`loss` must be one of 'ce', 'dlr'. Received: loss={loss!r}")
         self.loss = loss
         self.rho = _check_rho(rho)
+        self.eot_iter = check_eot_iter(eot_iter)
 
     @property
     def label(self) -> str:
         return f"apgd-{self.loss}"
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "steps": self.steps, "loss": self.loss, "rho": self.rho}
+        return {
+            **super().get_config(),
+            "steps": self.steps,
+            "loss": self.loss,
+            "rho": self.rho,
+            "eot_iter": self.eot_iter,
+        }
 
     def describe(self) -> str:
-        return f"APGD-{self.loss.upper()}-{self.steps}"
+        eot = f"-EOT{self.eot_iter}" if self.eot_iter > 1 else ""
+        return f"APGD-{self.loss.upper()}-{self.steps}{eot}"
 
     def check_problem(self, problem: Any) -> None:
         if self.loss == "dlr":
@@ -165,6 +190,7 @@ class APGDTargeted(Attack):
         num_targets: int = 9,
         rho: float = 0.75,
         target_rank: int | None = None,
+        eot_iter: int = 1,
         **kwargs: Any,
     ):
         super().__init__(epsilon, **kwargs)
@@ -172,6 +198,7 @@ class APGDTargeted(Attack):
         self.num_targets = check_positive_int("num_targets", num_targets)
         self.rho = _check_rho(rho)
         self.target_rank = check_positive_int("target_rank", target_rank, allow_none=True)
+        self.eot_iter = check_eot_iter(eot_iter)
 
     label = "apgd-t"
 
@@ -182,10 +209,12 @@ class APGDTargeted(Attack):
             "num_targets": self.num_targets,
             "rho": self.rho,
             "target_rank": self.target_rank,
+            "eot_iter": self.eot_iter,
         }
 
     def describe(self) -> str:
-        return f"APGD-T-{self.steps}x{self.num_targets}"
+        eot = f"-EOT{self.eot_iter}" if self.eot_iter > 1 else ""
+        return f"APGD-T-{self.steps}x{self.num_targets}{eot}"
 
     def check_problem(self, problem: Any) -> None:
         _require_classes(self, problem, 4, "the targeted DLR loss divides by z_pi1 - z_pi3/4")

@@ -6,8 +6,11 @@ case. `"autoattack"`: APGD-CE, APGD-T (9 targets), FAB-T (9 targets) and Square 
 queries), 100 iterations each - the reference implementation's (fra31/auto-attack)
 standard version. `version="plus"`: the reference's plus version (APGD-CE, APGD-DLR and FAB
 with 5 restarts, Square, APGD-T, FAB-T). `"autoattack-fast"`: APGD-CE and APGD-T with 3
-targets, this library's own cheaper cascade for per-epoch use. `version="custom"` runs the
-members named in `attacks_to_run`, as the reference implementation's option of the same name.
+targets, this library's own cheaper cascade for per-epoch use. `version="rand"`: for randomized
+models, APGD-CE and APGD-DLR with expectation over transformation (each gradient averaged
+over `eot_iter` = 20 draws of the model's randomness), one run each, as the reference's
+`rand` version. `version="custom"` runs the members named in `attacks_to_run`, as the
+reference implementation's option of the same name.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from keras_advreg.attacks.apgd import APGD, APGDTargeted
+from keras_advreg.attacks.apgd import APGD, APGDTargeted, check_eot_iter
 from keras_advreg.attacks.base import Attack, register_attack, register_preset
 from keras_advreg.attacks.fab import FAB, FABTargeted
 from keras_advreg.attacks.square import Square
 from keras_advreg.utils import check_positive_int
 
-VERSIONS = ("standard", "plus", "fast", "custom")
+VERSIONS = ("standard", "plus", "fast", "rand", "custom")
+#: Draws of a randomized model each gradient of the `rand` version averages (the reference's).
+RAND_EOT_ITER = 20
 #: The members `attacks_to_run` may name (the reference's names).
 MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 #: The members of each version, in cascade order (the reference's for standard and plus).
@@ -29,6 +34,7 @@ VERSION_MEMBERS = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "fast": ("apgd-ce", "apgd-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
 }
 #: Restarts of the members the reference's plus version restarts.
 PLUS_RESTARTS = {"apgd-ce": 5, "apgd-dlr": 5, "fab": 5}
@@ -49,7 +55,9 @@ class AutoAttack(Attack):
             targets, FAB-T with 9 targets, Square 5000 queries), `"plus"`
             (the reference's: APGD-CE, APGD-DLR and FAB with 5 restarts each,
             Square, APGD-T, FAB-T), `"fast"` (this library's own: APGD-CE,
-            APGD-T with 3 targets) or `"custom"` (the members of
+            APGD-T with 3 targets), `"rand"` (the reference's, for randomized
+            models: APGD-CE and APGD-DLR, one run each, each gradient averaged
+            over `eot_iter` draws) or `"custom"` (the members of
             `attacks_to_run`). Defaults to `"standard"`.
         steps: int. APGD and FAB iterations. Defaults to `100`.
         square_queries: int. Queries of the Square attack (standard version,
@@ -59,6 +67,9 @@ class AutoAttack(Attack):
             in cascade order, among "apgd-ce", "apgd-dlr", "apgd-t" (9
             targets), "fab", "fab-t" (9 targets) and "square". Defaults to
             `None`.
+        eot_iter: int. Draws of the model's randomness each APGD gradient
+            averages (expectation over transformation). Defaults to `None`
+            (`20` for `version="rand"`, else `1`).
         **kwargs: `norm`, `clip_value_min`, `clip_value_max`, `restarts`
             (of each member; at least 5 for the ones the plus version
             restarts), `seed` (see `Attack`).
@@ -76,6 +87,7 @@ class AutoAttack(Attack):
         steps: int = 100,
         square_queries: int = 5000,
         attacks_to_run: Sequence[str] | None = None,
+        eot_iter: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(epsilon, **kwargs)
@@ -84,6 +96,7 @@ class AutoAttack(Attack):
                 f"`version` must be one of {', '.join(map(repr, VERSIONS))}. "
                 f"Received: version={version!r}"
             )
+        self.eot_iter = None if eot_iter is None else check_eot_iter(eot_iter)
         self.version = version
         if (version == "custom") != (attacks_to_run is not None):
             raise ValueError(
@@ -119,7 +132,15 @@ class AutoAttack(Attack):
             "steps": self.steps,
             "square_queries": self.square_queries,
             "attacks_to_run": self.attacks_to_run,
+            "eot_iter": self.eot_iter,
         }
+
+    @property
+    def draws(self) -> int:
+        """The draws each APGD gradient averages (`eot_iter`, or the version's default)."""
+        if self.eot_iter is not None:
+            return self.eot_iter
+        return RAND_EOT_ITER if self.version == "rand" else 1
 
     def members(self) -> list[Attack]:
         """The attacks of the ensemble, in cascade order."""
@@ -127,19 +148,24 @@ class AutoAttack(Attack):
         names = self.attacks_to_run
         if names is None:
             names = VERSION_MEMBERS[self.version]
+        eot = {"eot_iter": self.draws}
         targets = 3 if self.version == "fast" else 9
         members: list[Attack] = []
         for name in names:
             if self.version == "plus" and name in PLUS_RESTARTS:
                 common["restarts"] = max(PLUS_RESTARTS[name], self.restarts)
+            elif self.version == "rand":  # the reference's rand version: one run each
+                common["restarts"] = 1
             else:
                 common["restarts"] = self.restarts
             if name in ("apgd-ce", "apgd-dlr"):
                 loss = name.split("-")[1]
-                members.append(APGD(self.epsilon, steps=self.steps, loss=loss, **common))
+                members.append(APGD(self.epsilon, steps=self.steps, loss=loss, **eot, **common))
             elif name == "apgd-t":
                 members.append(
-                    APGDTargeted(self.epsilon, steps=self.steps, num_targets=targets, **common)
+                    APGDTargeted(
+                        self.epsilon, steps=self.steps, num_targets=targets, **eot, **common
+                    )
                 )
             elif name == "fab":
                 members.append(FAB(self.epsilon, steps=self.steps, **common))
@@ -178,3 +204,4 @@ class AutoAttack(Attack):
 
 
 register_preset("autoattack-fast", lambda **kwargs: AutoAttack(**{"version": "fast", **kwargs}))
+register_preset("autoattack-rand", lambda **kwargs: AutoAttack(**{"version": "rand", **kwargs}))

@@ -123,7 +123,8 @@ class AttackProblem:
 
     # ------------------------------------------------------------------ model
     def scores(self, x: Any, v: Any) -> Any:
-        return self.head.scores(self.unflatten(x, v))
+        with backend_ops.fresh_randomness(self.head.model, v):
+            return self.head.scores(self.unflatten(x, v))
 
     def loss(self, y: Any, scores: Any) -> Any:
         """The per-example attack loss (cross-entropy on logits, or the user's loss)."""
@@ -132,8 +133,16 @@ class AttackProblem:
             return ops.zeros_like(scores[:, 0], dtype=values.dtype) + values
         return ops.sum(ops.reshape(values, (ops.shape(scores)[0], -1)), axis=1)
 
-    def value_and_grad(self, x: Any, v: Any, loss_of_scores: Callable) -> tuple[Any, Any, Any]:
-        """`(per-example loss, scores, d sum(loss) / d v)` at `v`."""
+    def value_and_grad(
+        self, x: Any, v: Any, loss_of_scores: Callable, draws: int = 1
+    ) -> tuple[Any, Any, Any]:
+        """`(per-example loss, scores, d sum(loss) / d v)` at `v`.
+
+        With `draws > 1` (expectation over transformation, for a randomized model), the
+        gradient is the mean of `draws` forward and backward passes, each with its own
+        draw of the model's randomness; the loss and scores are the last pass's (as the
+        reference APGD's).
+        """
 
         def total(v):
             scores = self.scores(x, v)
@@ -141,6 +150,11 @@ class AttackProblem:
             return ops.sum(loss), (loss, scores)
 
         (loss, scores), grad = backend_ops.value_and_grad(total, v)
+        for _ in range(1, draws):
+            (loss, scores), more = backend_ops.value_and_grad(total, v)
+            grad = grad + more
+        if draws > 1:
+            grad = grad / float(draws)
         return loss, scores, grad
 
     def classes(self, scores: Any) -> Any:

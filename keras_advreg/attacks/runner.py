@@ -96,9 +96,24 @@ def attack_batch(
     epsilons: tuple[float, ...],
     seed: int,
     batch_index: int,
+    progress: Any = None,
 ) -> BatchResult:
-    """Attacks one batch with every stage of `attack` (see the module docstring)."""
+    """Attacks one batch with every stage of `attack` (see the module docstring).
+
+    `progress`, when given, is called with the share of the batch's work done (a float in
+    `(0, 1]`, weighted by `stage_cost`) after each stage and restart.
+    """
     stages = attack.stages(problem)
+    costs = [stage_cost(stage) for stage in stages for _ in range(stage.restarts)]
+    total, done = float(sum(costs)), 0.0
+    runs = iter(costs)
+
+    def advance():
+        nonlocal done
+        done += next(runs)
+        if progress is not None:
+            progress(min(done / total, 1.0))
+
     k = len(epsilons)
     if backend_ops.name() != "tensorflow":  # arrays in, so that rows can be taken and padded
         x, y = keras.tree.map_structure(keras.ops.convert_to_numpy, (x, y))
@@ -118,6 +133,7 @@ def attack_batch(
     robust = result.robust
     for i in range(k):
         result.broken_by[i][stages[0].label] += int(np.sum(clean & ~robust[i]))
+    advance()
     for s, stage in enumerate(stages):
         for restart in range(1 if s == 0 else 0, stage.restarts):
             for i, eps in enumerate(epsilons):
@@ -135,7 +151,17 @@ def attack_batch(
                 result.adversarial[i, hit] = o["adversarial"][0][newly]
                 result.adversarial_predictions[i, hit] = predictions[newly]
                 result.broken_by[i][stage.label] += int(newly.sum())
+            advance()
     return result
 
 
-__all__ = ["BatchResult", "attack_batch", "prepare", "rng_for"]
+def stage_cost(stage: Any) -> float:
+    """A stage's rough cost in forward passes per example, to weigh progress within a batch:
+    `steps` forward and backward passes (~3 forward) per draw for a gradient attack, one
+    forward pass per query for a gradient-free one."""
+    if not stage.uses_gradients:
+        return float(getattr(stage, "queries", 1))
+    return 3.0 * getattr(stage, "steps", 1) * getattr(stage, "eot_iter", 1)
+
+
+__all__ = ["BatchResult", "attack_batch", "prepare", "rng_for", "stage_cost"]

@@ -101,6 +101,14 @@ def compile(  # noqa: A001 - the backend's notion of compiling, as keras' `jit_c
     return _module().compile(fn, variables, input_signature)
 
 
+def fresh_randomness(model: Any, v: Any) -> Any:
+    """A context for one forward pass of `model` at the point `v` inside an attack: a
+    randomized model (noise layers, dropout at inference) draws new random numbers in each
+    pass, on every backend (JAX: seeds derived per pass, since a compiled function cannot
+    advance a `SeedGenerator`; TensorFlow and PyTorch: the generators advance)."""
+    return _module().fresh_randomness(model, v)
+
+
 def dynamic_shapes() -> bool:
     """Whether compiled code may build tensors whose shape depends on values (subsets of
     rows): TensorFlow and PyTorch yes, JAX's `jit` no."""
@@ -117,6 +125,7 @@ __all__ = [
     "TensorSpec",
     "compile",
     "dynamic_shapes",
+    "fresh_randomness",
     "name",
     "to_numpy",
     "value_and_grad",

@@ -8,6 +8,11 @@ zero input gradients and a gradient-free attack beating gradient attacks mean ma
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
 
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.utils import format_eps
@@ -19,6 +24,10 @@ GRADIENT_FREE_WARNING_FRACTION = 0.01
 # ... when a weak attack leaves this much more accuracy than APGD-CE on a sample.
 ATTACK_GAP_WARNING = 0.05
 WEAK_STRENGTHS = ("single-step", "fixed-step")
+# The randomness check: forward passes on one batch, and the largest l2 distance between two
+# passes' scores (each scaled to unit l2 norm) still called deterministic (the reference's).
+RANDOMNESS_PASSES = 5
+RANDOMNESS_TOLERANCE = 1e-4
 UPPER_BOUND = (
     "{attack} accuracy is an upper bound on robust accuracy, not a measure of it: models "
     "(e.g. trained against FGSM) often resist one weak attack and fall to a stronger one. "
@@ -122,4 +131,58 @@ def gap_warning(weak: RobustnessReport, strong: RobustnessReport) -> list[str]:
     return found
 
 
-__all__ = ["cascade_warnings", "check_attack_strength", "gap_warning", "sanity_warnings"]
+def randomness(scores: Callable[[Any], Any], x: Any, passes: int = RANDOMNESS_PASSES) -> dict:
+    """Whether a model's scores change between forward passes on the same batch.
+
+    As the reference AutoAttack's check: `passes` forward passes, each example's scores
+    scaled to unit l2 norm; the model is randomized when two passes differ by more than
+    `RANDOMNESS_TOLERANCE` (l2) on some example, or predict different classes.
+
+    Args:
+        scores: callable. The model's scores (logits) of a batch.
+        x: The batch.
+        passes: int. Forward passes. Defaults to `5`.
+
+    Returns:
+        A dict: `randomized` (bool), `max_difference` (float: the largest l2 distance
+        between two passes' normalized scores), `predictions_differ` (int: examples whose
+        predicted class changed between passes), `passes`.
+    """
+    outputs = []
+    for _ in range(passes):
+        out = np.asarray(keras.ops.convert_to_numpy(scores(x)), "float64")
+        out = out.reshape(len(out), -1)
+        outputs.append(out)
+    predictions = np.stack([o.argmax(-1) for o in outputs])
+    changed = int(np.sum(np.any(predictions != predictions[:1], axis=0)))
+    unit = [o / (np.linalg.norm(o, axis=-1, keepdims=True) + 1e-10) for o in outputs]
+    difference = 0.0
+    for i in range(passes):
+        for j in range(i + 1, passes):
+            difference = max(difference, float(np.linalg.norm(unit[i] - unit[j], axis=-1).max()))
+    return {
+        "randomized": bool(changed or difference > RANDOMNESS_TOLERANCE),
+        "max_difference": difference,
+        "predictions_differ": changed,
+        "passes": passes,
+    }
+
+
+def describe_randomness(found: dict, examples: int) -> str:
+    """What the randomness check saw, in words."""
+    return (
+        f"{found['passes']} forward passes on the same {examples} examples gave different "
+        f"scores (largest l2 distance between two passes' normalized scores "
+        f"{found['max_difference']:.3g}; {found['predictions_differ']} examples changed "
+        "their predicted class)"
+    )
+
+
+__all__ = [
+    "cascade_warnings",
+    "check_attack_strength",
+    "describe_randomness",
+    "gap_warning",
+    "randomness",
+    "sanity_warnings",
+]

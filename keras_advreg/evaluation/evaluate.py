@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
-from keras_advreg.attacks.apgd import APGD
+from keras_advreg.attacks.apgd import APGD, APGDTargeted
+from keras_advreg.attacks.autoattack import RAND_EOT_ITER, AutoAttack
 from keras_advreg.attacks.base import Attack, resolve
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import AttackProblem, check_labels
@@ -21,10 +23,13 @@ from keras_advreg.data.validation import check_finite as check_finite_values
 from keras_advreg.evaluation.checks import (
     WEAK_STRENGTHS,
     cascade_warnings,
+    describe_randomness,
     gap_warning,
+    randomness,
     sanity_warnings,
 )
 from keras_advreg.evaluation.report import RobustnessReport
+from keras_advreg.evaluation.state import EvaluationState, batch_fingerprint, model_fingerprint
 from keras_advreg.utils import check_positive_int, require_backend
 
 # The sanity comparison of a weak attack (FGSM, PGD) with `warn=True`: APGD-CE with
@@ -54,6 +59,8 @@ def evaluate_robustness(
     max_examples: int | None = None,
     warn: bool = True,
     check_finite: bool = True,
+    state_path: Any = None,
+    progress: Callable[[float], None] | None = None,
 ) -> RobustnessReport:
     """Measures a classifier's accuracy under a white-box attack, per epsilon.
 
@@ -113,6 +120,24 @@ def evaluate_robustness(
         check_finite: bool. Raise, naming the batch, feature and example,
             when a feature or label is NaN or Inf (before that batch is
             attacked). Defaults to `True`.
+        state_path: str or path-like. A file that keeps the finished batches'
+            counts (written atomically after every batch): an evaluation
+            started again with the same `state_path` skips the batches
+            recorded there and reports the numbers an uninterrupted run
+            reports. A file written for another model, attack, data or
+            settings raises a `ValueError` before any work, and is left as
+            it is. Defaults to `None` (nothing kept).
+        progress: callable. Called with the number of batches done so far,
+            a float that also advances during a batch, after each stage of
+            the attack (each cascade member, restart and APGD-T target), and
+            with `0.0` at the start. Defaults to `None`.
+
+    Before attacking, the model runs 5 times on the first batch: when its
+    scores change between passes (noise layers, dropout at inference), a
+    warning says what was seen, and AutoAttack (`"standard"`, `"fast"`) runs
+    its `"rand"` version and APGD averages each gradient over 20 draws
+    (expectation over transformation); `version="rand"` on a model that does
+    not change warns that the draws are wasted.
 
     Returns:
         A `RobustnessReport`.
@@ -148,6 +173,26 @@ def evaluate_robustness(
     max_examples = check_positive_int("max_examples", max_examples, allow_none=True)
     start = time.perf_counter()
     target = attack_target(model)
+    requested = attack
+    state = None
+    if state_path is not None:  # before any work: a file of another evaluation is refused
+        state = EvaluationState(
+            state_path,
+            {
+                "attack": {"name": attack.name, **attack.get_config()},
+                "settings": {
+                    "batch_size": batch_size,
+                    "max_examples": max_examples,
+                    "loss": None if loss is None else getattr(loss, "__name__", repr(loss)),
+                    "label_keys": label_keys,
+                    "sample_weight_key": sample_weight_key,
+                },
+                "model": model_fingerprint(target),
+            },
+        )
+        state.load()
+    if progress is not None:
+        progress(0.0)
     stream = batches(data, batch_size, label_keys, sample_weight_key, max_examples, target)
     stream = ((model_inputs(target, x), y) for x, y in stream)
     first = next(stream, None)
@@ -155,25 +200,135 @@ def evaluate_robustness(
         raise ValueError("`data` is empty: there is nothing to evaluate.")
     if check_finite:  # before anything runs the model
         check_finite_values(*first, where="batch 0 of `data`")
+    if state is not None and state.batches:
+        state.check_batch(0, batch_fingerprint(*first))
     problem, seed = prepare(model, attack, *first, loss)
+    attack, found = _adapt_to_randomness(attack, problem, first[0])
+    if state is not None:
+        if state.seed is None:
+            state.seed = seed
+        seed = state.seed
     totals = _Totals(problem.num_classes, attack.epsilons)
     first_result = None
+    if state is not None and state.totals is not None:
+        totals.restore(state.totals)
+        first_result = _first_from_dict(state.first)
+    earlier = state.seconds if state is not None else 0.0
     seen = 0
+    index = -1
     for index, (x, y) in enumerate(itertools.chain([first], stream)):
         if check_finite and index:
             check_finite_values(x, y, where=f"batch {index} of `data`", offset=seen)
         check_labels(y, problem)
         seen += len(y)
-        result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, index)
+        fingerprint = None
+        if state is not None:
+            fingerprint = batch_fingerprint(x, y)
+            if state.check_batch(index, fingerprint):  # finished in an earlier run
+                if progress is not None:
+                    progress(float(index + 1))
+                continue
+        stage_done = None
+        if progress is not None:
+            stage_done = lambda fraction, i=index: progress(i + fraction)  # noqa: E731
+        result = attack_batch(
+            model, attack, problem, x, y, attack.epsilons, seed, index, progress=stage_done
+        )
         totals.add(result)
-        first_result = first_result or result
-    report = totals.report(attack, problem, loss, time.perf_counter() - start)
+        if index == 0:
+            first_result = result
+        if state is not None:
+            state.batches.append(fingerprint)
+            state.totals = totals.to_dict()
+            state.first = _first_to_dict(first_result)
+            state.seconds = earlier + time.perf_counter() - start
+            state.save()
+    if state is not None:
+        if index + 1 < len(state.batches):
+            raise ValueError(
+                f"`state_path` {state.path!r} was written by a different evaluation: it "
+                f"recorded {len(state.batches)} batches and `data` has {index + 1}. It was "
+                "left as it is; delete it or pass another `state_path` to start over."
+            )
+        if not state.complete:
+            state.complete = True
+            state.save()
+    report = totals.report(attack, problem, loss, earlier + time.perf_counter() - start)
+    if found is not None:
+        report.warnings.insert(0, _randomness_message(requested, attack, found, len(first[1])))
+        report.config["randomness_check"] = found
     if warn and attack.strength in WEAK_STRENGTHS:
         report.warnings += _compare_with_apgd(model, attack, problem, first, first_result, seed)
     if warn:
         for message in report.warnings:
             warnings.warn(message, stacklevel=2)
     return report
+
+
+def _adapt_to_randomness(attack: Attack, problem: AttackProblem, x: Any):
+    """The randomness check on the first batch, and the attack to run after it.
+
+    A randomized model gets expectation over transformation: AutoAttack's `rand` version,
+    APGD's gradients averaged over 20 draws. Returns `(attack, finding or None)`; a finding
+    is returned when the model is randomized, or when `version="rand"` meets a
+    deterministic model.
+    """
+    found = randomness(problem.head.scores, x)
+    if not found["randomized"]:
+        if isinstance(attack, AutoAttack) and attack.version == "rand":
+            return attack, found
+        return attack, None
+    if isinstance(attack, AutoAttack) and attack.version in ("standard", "fast"):
+        return attack.replace(version="rand"), found
+    if isinstance(attack, (APGD, APGDTargeted)) and attack.eot_iter == 1:
+        return attack.replace(eot_iter=RAND_EOT_ITER), found
+    return attack, found
+
+
+def _randomness_message(requested: Attack, attack: Attack, found: dict, examples: int) -> str:
+    if not found["randomized"]:
+        return (
+            f"{requested.describe()} is meant for randomized models, but {found['passes']} "
+            f"forward passes on the same {examples} examples gave the same scores: each "
+            f"gradient averages {requested.draws} identical draws. AutoAttack's 'standard' "
+            "version is the evaluation for a deterministic model."
+        )
+    seen = describe_randomness(found, examples)
+    if attack is not requested:
+        return (
+            f"The model is randomized: {seen}. {requested.describe()} was replaced by "
+            f"{attack.describe()}: each gradient is the mean over {RAND_EOT_ITER} draws of "
+            "the model's randomness (expectation over transformation), and each accuracy is "
+            "one draw's."
+        )
+    return (
+        f"The model is randomized: {seen}. {attack.describe()} does not average over its "
+        "draws; use attack='autoattack' (its 'rand' version) or APGD with eot_iter=20 "
+        "(expectation over transformation)."
+    )
+
+
+def _first_to_dict(result: BatchResult) -> dict:
+    """The first batch's predictions (what the comparison with APGD-CE needs)."""
+    return {
+        "ids": result.ids.tolist(),
+        "clean_predictions": result.clean_predictions.tolist(),
+        "adversarial_predictions": result.adversarial_predictions.tolist(),
+    }
+
+
+def _first_from_dict(stored: dict | None) -> BatchResult | None:
+    if stored is None:
+        return None
+    predictions = np.asarray(stored["adversarial_predictions"], np.int64)
+    return BatchResult(
+        ids=np.asarray(stored["ids"], np.int64),
+        clean_predictions=np.asarray(stored["clean_predictions"], np.int64),
+        zero_gradient=np.zeros(predictions.shape[1], bool),
+        adversarial=np.zeros((*predictions.shape, 0), np.float32),
+        adversarial_predictions=predictions,
+        broken_by=[],
+    )
 
 
 class _Totals:
@@ -200,6 +355,27 @@ class _Totals:
             for name, n in result.broken_by[i].items():
                 self.broken_by[i][name] = self.broken_by[i].get(name, 0) + n
         self.zero += int(result.zero_gradient.sum())
+
+    def to_dict(self) -> dict:
+        """The counts, JSON-ready (`restore` inverts it)."""
+        return {
+            "total": self.total.tolist(),
+            "clean": self.clean.tolist(),
+            "adversarial": self.adversarial.tolist(),
+            "flipped": self.flipped.tolist(),
+            "zero": self.zero,
+            "broken_by": self.broken_by,
+        }
+
+    def restore(self, stored: dict) -> None:
+        self.total = np.asarray(stored["total"], np.int64)
+        self.clean = np.asarray(stored["clean"], np.int64)
+        self.adversarial = np.asarray(stored["adversarial"], np.int64).reshape(
+            len(self.epsilons), self.classes
+        )
+        self.flipped = np.asarray(stored["flipped"], np.int64)
+        self.zero = int(stored["zero"])
+        self.broken_by = [dict(b) for b in stored["broken_by"]]
 
     def report(self, attack: Attack, problem: AttackProblem, loss: Any, seconds: float):
         n = int(self.total.sum())
