@@ -109,6 +109,7 @@ def test_attacks_api_is_pinned():
         "apgd-t",
         "autoattack",
         "autoattack-fast",
+        "autoattack-rand",
         "fab",
         "fab-t",
         "fgsm",
