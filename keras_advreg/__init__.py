@@ -13,6 +13,7 @@ so that `keras-advreg --help` and argument errors never import TensorFlow.
 
 import os as _os
 import sys as _sys
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from keras_advreg.version import __version__ as __version__
 
@@ -94,5 +95,43 @@ else:
         )
     del _name, _module_name, _module
 
-#: The public names: `_LAZY_NAMES` and the version.
-__all__ = sorted([*_LAZY_NAMES, "__version__"])
+if _TYPE_CHECKING:  # what static type checkers read (the package ships `py.typed`); pinned
+    # to `_LAZY_NAMES` by tests/test_api.py.
+    from keras_advreg import attacks, layers, losses
+    from keras_advreg.attacks import generate_adversarial_examples
+    from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
+    from keras_advreg.certification import CertificationReport, RandomizedSmoothing, certify
+    from keras_advreg.data import load_tfds, to_dict, to_tuple
+    from keras_advreg.evaluation import RobustnessReport, check_attack_strength, evaluate_robustness
+    from keras_advreg.training import (
+        AdvConfig,
+        AdversarialRegularization,
+        EpsilonSchedule,
+        adversarial_loss,
+        make_adv_reg_config,
+    )
+
+#: The public names: those of `_LAZY_NAMES` and the version (tests/test_api.py pins both).
+__all__ = [
+    "AdvConfig",
+    "AdversarialExamplesCallback",
+    "AdversarialRegularization",
+    "AdversarialRobustnessCallback",
+    "CertificationReport",
+    "EpsilonSchedule",
+    "RandomizedSmoothing",
+    "RobustnessReport",
+    "__version__",
+    "adversarial_loss",
+    "attacks",
+    "certify",
+    "check_attack_strength",
+    "evaluate_robustness",
+    "generate_adversarial_examples",
+    "layers",
+    "load_tfds",
+    "losses",
+    "make_adv_reg_config",
+    "to_dict",
+    "to_tuple",
+]

@@ -73,6 +73,29 @@ def test_public_api_is_pinned():
     assert _version(keras_advreg.__version__) >= (0, 1)
 
 
+def test_type_checkers_see_every_public_name():
+    """The `if TYPE_CHECKING:` imports of the root package (what pyright and mypy read, since
+    the names are otherwise set from a table) name exactly the public names, from where
+    they live."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(keras_advreg))
+    (block,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "_TYPE_CHECKING"
+    ]
+    seen = {}
+    for node in block.body:
+        for alias in node.names:
+            seen[alias.asname or alias.name] = (
+                f"{node.module}.{alias.name}" if node.module == "keras_advreg" else node.module
+            )
+    assert seen == keras_advreg._LAZY_NAMES
+    assert sorted(keras_advreg.__all__) == sorted([*keras_advreg._LAZY_NAMES, "__version__"])
+
+
 def test_serializable_classes_are_registered_under_the_package():
     import keras
 
