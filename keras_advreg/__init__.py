@@ -29,6 +29,7 @@ _LAZY_NAMES = {
     "check_attack_strength": "keras_advreg.evaluation",
     "evaluate_robustness": "keras_advreg.evaluation",
     "generate_adversarial_examples": "keras_advreg.attacks",
+    "layers": "keras_advreg.layers",  # the subpackage itself
     "load_tfds": "keras_advreg.data",
     "make_adv_reg_config": "keras_advreg.training",
     "to_dict": "keras_advreg.data",
@@ -62,7 +63,7 @@ if _lazy_import():
         if keras.backend.backend() == "tensorflow":
             importlib.import_module("keras_advreg.backend.nsl")
         module = importlib.import_module(module_name)
-        value = module if name == "attacks" else getattr(module, name)
+        value = module if name in ("attacks", "layers") else getattr(module, name)
         globals()[name] = value
         return value
 
@@ -78,7 +79,7 @@ else:
         # feature is used.
         from keras_advreg.backend import nsl as _nsl  # noqa: F401
 
-    from keras_advreg import attacks
+    from keras_advreg import attacks, layers
     from keras_advreg.attacks import generate_adversarial_examples
     from keras_advreg.callbacks import AdversarialExamplesCallback, AdversarialRobustnessCallback
     from keras_advreg.data import load_tfds, to_dict, to_tuple
@@ -108,6 +109,7 @@ __all__ = [
     "check_attack_strength",
     "evaluate_robustness",
     "generate_adversarial_examples",
+    "layers",
     "load_tfds",
     "make_adv_reg_config",
     "to_dict",

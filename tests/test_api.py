@@ -22,6 +22,7 @@ PUBLIC_API = [
     "check_attack_strength",
     "evaluate_robustness",
     "generate_adversarial_examples",
+    "layers",
     "load_tfds",
     "make_adv_reg_config",
     "to_dict",

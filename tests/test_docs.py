@@ -44,6 +44,7 @@ WITH_EXAMPLES = {
     "keras_advreg.attacks.square",
     "keras_advreg.attacks.autoattack",
     "keras_advreg.attacks.generate",
+    "keras_advreg.layers.input_range",
 }
 
 

@@ -179,12 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--clip-min",
         type=finite_float,
-        help="lower bound of perturbed inputs (default: 0 for mnist, none for .npz).",
+        help="lower bound of perturbed inputs (default: the model's InputRange, else 0 for "
+        "mnist, none for .npz).",
     )
     evaluate.add_argument(
         "--clip-max",
         type=finite_float,
-        help="upper bound of perturbed inputs (default: 1 for mnist, none for .npz).",
+        help="upper bound of perturbed inputs (default: the model's InputRange, else 1 for "
+        "mnist, none for .npz).",
     )
     evaluate.add_argument(
         "--batch-size",
@@ -391,29 +393,44 @@ def _run_robust_mnist(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from keras_advreg.apps.reporting import attack_settings
     from keras_advreg.attacks.base import from_arguments
+    from keras_advreg.attacks.bounds import with_model_bounds
 
     is_mnist = args.dataset == "mnist"
-    clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
-    clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
     try:  # the attack settings first: before loading the model and (maybe building) the data
         attack = from_arguments(
             args.attack,
             args.epsilons,
             args.norm,
-            clip_min,
-            clip_max,
+            args.clip_min,
+            args.clip_max,
             args.pgd_steps,
             args.pgd_step_size,
         )
+        if is_mnist:  # its default box [0, 1] where not given (unless the model declares one)
+            from_arguments(
+                attack,
+                clip_value_min=0.0 if args.clip_min is None else args.clip_min,
+                clip_value_max=1.0 if args.clip_max is None else args.clip_max,
+            )
     except ValueError as e:
         raise UserError(str(e)) from None
     plots = _plots_wanted(args)
     if is_mnist:
         _check_tfds()
     model = load_model(args.model)
+    try:  # no --clip-min/--clip-max: the model's InputRange, else [0, 1] for mnist
+        attack, declared = with_model_bounds(model, attack)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if is_mnist and not declared:
+        attack = attack.replace(
+            clip_value_min=0.0 if args.clip_min is None else args.clip_min,
+            clip_value_max=1.0 if args.clip_max is None else args.clip_max,
+        )
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
-    print(f"Attack: {attack_settings(attack)}", flush=True)
+    declared_note = " (the model's InputRange)" if declared else ""
+    print(f"Attack: {attack_settings(attack)}{declared_note}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
         report = _evaluate(model, x, y, attack, args.batch_size, title)

@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_advreg.attacks.apgd import APGD
 from keras_advreg.attacks.base import Attack, from_arguments
+from keras_advreg.attacks.bounds import UNBOUNDED, check_in_box, is_unbounded, with_model_bounds
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import AttackProblem, check_labels
 from keras_advreg.attacks.runner import BatchResult, attack_batch, prepare
@@ -87,9 +88,14 @@ def evaluate_robustness(
             `2.5 * epsilon / pgd_steps`.
         random_start: bool. Random start of `attack="pgd"`. Defaults to `True`.
         clip_value_min: float or dict of floats per feature. Lower bound of
-            perturbed features (e.g. `0.0` for images). Defaults to `None`.
+            perturbed features (e.g. `0.0` for images). Defaults to `None`:
+            the model's `keras_advreg.layers.InputRange` if it has one (a
+            value that contradicts the layer is a `ValueError`), else
+            unbounded (the report then warns). Data outside the bounds is
+            an error when the model's `InputRange` sets them (checked batch
+            by batch, before each is attacked), and a warning otherwise.
         clip_value_max: float or dict of floats per feature. Upper bound.
-            Defaults to `None`.
+            Defaults to `None` (as `clip_value_min`).
         batch_size: int. Batch size for array data and unbatched datasets.
             Defaults to `256`.
         loss: str, callable or `keras.losses.Loss`. Loss to attack, applied to
@@ -135,6 +141,7 @@ def evaluate_robustness(
         pgd_step_size,
         random_start,
     )
+    attack, declared = with_model_bounds(model, attack)
     batch_size = check_positive_int("batch_size", batch_size)
     max_examples = check_positive_int("max_examples", max_examples, allow_none=True)
     start = time.perf_counter()
@@ -147,6 +154,7 @@ def evaluate_robustness(
     if check_finite:  # before anything runs the model
         check_finite_values(*first, where="batch 0 of `data`")
     problem, seed = prepare(model, attack, *first, loss)
+    outside = check_in_box(problem, first[0], "batch 0 of `data`", declared)
     totals = _Totals(problem.num_classes, attack.epsilons)
     first_result = None
     seen = 0
@@ -154,11 +162,19 @@ def evaluate_robustness(
         if check_finite and index:
             check_finite_values(x, y, where=f"batch {index} of `data`", offset=seen)
         check_labels(y, problem)
+        if index and outside is None:  # a finding is reported once
+            outside = check_in_box(problem, x, f"batch {index} of `data`", declared)
         seen += len(y)
         result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, index)
         totals.add(result)
         first_result = first_result or result
     report = totals.report(attack, problem, loss, time.perf_counter() - start)
+    report.config["input_range"] = "model" if declared else "arguments"
+    if is_unbounded(attack):
+        report.config["input_range"] = None
+        report.warnings.append(UNBOUNDED)
+    if outside is not None:
+        report.warnings.append(outside)
     if warn and attack.strength in WEAK_STRENGTHS:
         report.warnings += _compare_with_apgd(model, attack, problem, first, first_result, seed)
     if warn:

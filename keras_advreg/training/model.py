@@ -30,6 +30,7 @@ from keras_advreg.backend.keras_internals import (
 )
 from keras_advreg.data.adapters import as_key_tuple, unpack_batch
 from keras_advreg.data.validation import check_fit_data
+from keras_advreg.training.bounds import check_fit_in_range, with_input_range
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.free import FreeTrainingMixin
 from keras_advreg.training.losses import classification_from_logits, probabilities, trades_kl
@@ -148,7 +149,7 @@ class AdversarialRegularization(
         self.base_model = base_model
         self.label_keys = as_key_tuple(label_keys, "label_keys")
         self.sample_weight_key = sample_weight_key
-        self.adv_config = AdvConfig.coerce(adv_config)
+        self.adv_config = with_input_range(base_model, AdvConfig.coerce(adv_config))
         check_backend_support(self.adv_config)
         self.base_with_labels_in_features = bool(base_with_labels_in_features)
         self.check_finite = bool(check_finite)
@@ -214,6 +215,7 @@ class AdversarialRegularization(
         check_backend_support(self.adv_config)
         if self.check_finite:
             check_fit_data(x, y, model=self.base_model)
+        check_fit_in_range(self.base_model, x)
         return super().fit(x, y, *args, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:

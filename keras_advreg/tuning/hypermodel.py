@@ -143,9 +143,11 @@ class AdversarialHyperModel(kt.HyperModel):
         attack_norm: str. Norm of the evaluation attack. Defaults to
             `"infinity"`.
         clip_value_min: float. Lower clip of the evaluation's adversarial
-            examples. Defaults to `adv_config.clip_value_min`.
+            examples. Defaults to `adv_config.clip_value_min` (when that is
+            None too: the base model's `keras_advreg.layers.InputRange`, which
+            also sets the training's clipping).
         clip_value_max: float. Upper clip of the evaluation's adversarial
-            examples. Defaults to `adv_config.clip_value_max`.
+            examples. Defaults to `adv_config.clip_value_max` (as above).
         max_eval_examples: int. Evaluate robustness on at most this many
             validation examples (faster trials). Defaults to `None` (all).
         robust_weight: float in [0, 1]. Weight of the robust accuracy in
