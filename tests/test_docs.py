@@ -51,6 +51,7 @@ WITH_EXAMPLES = {
     "keras_advreg.losses",
     "keras_advreg.certification.lipschitz",
     "keras_advreg.certification.smoothing",
+    "keras_advreg.layers.input_range",
 }
 
 

@@ -125,19 +125,26 @@ def _run_robust_mnist(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from keras_advreg.apps.reporting import attack_settings
     from keras_advreg.attacks.base import resolve, with_options
+    from keras_advreg.attacks.bounds import with_model_bounds
 
     is_mnist = args.dataset == "mnist"
-    clip_min = args.clip_min if args.clip_min is not None else (0.0 if is_mnist else None)
-    clip_max = args.clip_max if args.clip_max is not None else (1.0 if is_mnist else None)
     try:  # the attack settings first: before loading the model and (maybe building) the data
         options = {
             "norm": args.norm,
-            "clip_value_min": clip_min,
-            "clip_value_max": clip_max,
+            "clip_value_min": args.clip_min,
+            "clip_value_max": args.clip_max,
             "pgd_steps": args.pgd_steps,
             "pgd_step_size": args.pgd_step_size,
         }
         attack = with_options(resolve(args.attack, args.epsilons), options)
+        if is_mnist:  # its default box [0, 1] where not given (unless the model declares one)
+            with_options(
+                attack,
+                {
+                    "clip_value_min": 0.0 if args.clip_min is None else args.clip_min,
+                    "clip_value_max": 1.0 if args.clip_max is None else args.clip_max,
+                },
+            )
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.certify and attack.norm != "l2":
@@ -148,10 +155,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if is_mnist:
         _check_tfds()
     model = load_model(args.model)
+    try:  # no --clip-min/--clip-max: the model's InputRange, else [0, 1] for mnist
+        attack, declared = with_model_bounds(model, attack)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if is_mnist and not declared:
+        attack = attack.replace(
+            clip_value_min=0.0 if args.clip_min is None else args.clip_min,
+            clip_value_max=1.0 if args.clip_max is None else args.clip_max,
+        )
     x, y, dataset = load_dataset(args)
     check_input_shape(model, x)
     certified = _certify(model, x, y, attack, args) if args.certify else None
-    print(f"Attack: {attack_settings(attack)}", flush=True)
+    declared_note = " (the model's InputRange)" if declared else ""
+    print(f"Attack: {attack_settings(attack)}{declared_note}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
         report = _evaluate(model, x, y, attack, args.batch_size, title)

@@ -155,12 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--clip-min",
         type=finite_float,
-        help="lower bound of perturbed inputs (default: 0 for mnist, none for .npz).",
+        help="lower bound of perturbed inputs (default: the model's InputRange, else 0 for "
+        "mnist, none for .npz).",
     )
     evaluate.add_argument(
         "--clip-max",
         type=finite_float,
-        help="upper bound of perturbed inputs (default: 1 for mnist, none for .npz).",
+        help="upper bound of perturbed inputs (default: the model's InputRange, else 1 for "
+        "mnist, none for .npz).",
     )
     evaluate.add_argument(
         "--batch-size",

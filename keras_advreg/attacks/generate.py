@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
 import numpy as np
 
 from keras_advreg.attacks.base import resolve
+from keras_advreg.attacks.bounds import UNBOUNDED, check_in_box, is_unbounded, with_model_bounds
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import check_labels
 from keras_advreg.attacks.runner import attack_batch, prepare
@@ -28,6 +30,7 @@ def generate_adversarial_examples(
     clip_value_min: Any = None,
     clip_value_max: Any = None,
     loss: Any = None,
+    warn: bool = True,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """Perturbs one batch with an attack (`evaluate_robustness`'s, on one radius).
 
@@ -40,8 +43,12 @@ def generate_adversarial_examples(
             `"pgd"`.
         norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
             clip_value_max: Deprecated, as in `evaluate_robustness`: set them on
-            `attack`.
+            `attack` (an attack without clip values takes the model's
+            `keras_advreg.layers.InputRange`, if any).
         loss: As in `evaluate_robustness`.
+        warn: bool. Warn when the attack is unbounded (no clip values and no
+            `InputRange`), or `x` lies outside clip values given here (outside
+            the model's `InputRange` it is an error). Defaults to `True`.
 
     Returns:
         `(x_adv, clean_predictions, adversarial_predictions)` as numpy values.
@@ -71,10 +78,16 @@ def generate_adversarial_examples(
     )
     if len(attack.epsilons) != 1:
         raise ValueError(f"`epsilon` must be one number here. Received: epsilon={attack.epsilon!r}")
+    attack, declared = with_model_bounds(model, attack)
     target = attack_target(model)
     x, y = model_inputs(target, as_floatx(x)), keras.ops.convert_to_numpy(y)
     problem, seed = prepare(model, attack, x, y, loss)
     check_labels(y, problem)
+    outside = check_in_box(problem, x, "`x`", declared)
+    if warn and outside is not None:
+        warnings.warn(outside, stacklevel=2)
+    if warn and is_unbounded(attack):
+        warnings.warn(UNBOUNDED, stacklevel=2)
     result = attack_batch(model, attack, problem, x, y, attack.epsilons, seed, 0)
     x_adv = problem.unflatten(
         keras.tree.map_structure(keras.ops.convert_to_tensor, x), result.adversarial[0]

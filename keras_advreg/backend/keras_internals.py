@@ -116,3 +116,15 @@ def is_functional(model: Any) -> bool:
     from keras.src.models.functional import Functional
 
     return isinstance(model, Functional)
+
+
+def inbound_tensors(layer: Any) -> list | None:
+    """The input tensors of every call of `layer` in a functional graph (flattened), or None
+    when the graph cannot be read (it uses Keras' node history: `_inbound_nodes`)."""
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if not nodes:
+        return None
+    tensors = []
+    for node in nodes:
+        tensors.extend(getattr(node, "input_tensors", None) or [])
+    return tensors

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_advreg.attacks.bounds import with_model_bounds
 from keras_advreg.attacks.generate import generate_adversarial_examples
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.callbacks.base import AttackCallback
@@ -113,9 +114,11 @@ class AdversarialExamplesCallback(AttackCallback):
         import tensorflow as tf  # tf.summary: TensorBoard's writer
 
         x, y = self._examples
-        attack = self._attack
+        attack, _ = with_model_bounds(self.model, self._attack)  # the model's InputRange
         eps = attack.epsilons[0]
-        x_adv, _, _ = generate_adversarial_examples(self.model, x, y, attack=attack, loss=self.loss)
+        x_adv, _, _ = generate_adversarial_examples(
+            self.model, x, y, attack=attack, loss=self.loss, warn=epoch == 0
+        )
         lo = attack.clip_value_min if isinstance(attack.clip_value_min, float) else float(x.min())
         hi = attack.clip_value_max if isinstance(attack.clip_value_max, float) else float(x.max())
         scale = lambda a: np.clip((a - lo) / max(hi - lo, 1e-12), 0.0, 1.0)  # noqa: E731

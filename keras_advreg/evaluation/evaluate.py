@@ -14,6 +14,7 @@ import numpy as np
 from keras_advreg.attacks.apgd import APGD, APGDTargeted
 from keras_advreg.attacks.autoattack import RAND_EOT_ITER, AutoAttack
 from keras_advreg.attacks.base import Attack, resolve
+from keras_advreg.attacks.bounds import UNBOUNDED, check_in_box, is_unbounded, with_model_bounds
 from keras_advreg.attacks.heads import attack_target
 from keras_advreg.attacks.problem import AttackProblem, check_labels
 from keras_advreg.attacks.runner import BatchResult, attack_batch, prepare
@@ -94,8 +95,12 @@ def evaluate_robustness(
             `"square"`, `"pgd"`, `"fgsm"`), a config dict, or a
             `keras_advreg.attacks.Attack` (which carries the norm, the clip
             range and the budget, e.g. `attacks.PGD(norm="l2", steps=40,
-            clip_value_min=0.0, clip_value_max=1.0)`). Defaults to
-            `"autoattack"`.
+            clip_value_min=0.0, clip_value_max=1.0)`). An attack without clip
+            values takes the model's `keras_advreg.layers.InputRange` (clip
+            values that contradict the layer are a `ValueError`; data outside
+            the layer's box is an error, checked batch by batch before each is
+            attacked); with neither, the attack is unbounded and the report
+            warns. Defaults to `"autoattack"`.
         norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
             clip_value_max: Deprecated: set them on `attack` instead
             (`pgd_steps` is `PGD`'s `steps`, `pgd_step_size` its `step_size`).
@@ -169,6 +174,7 @@ def evaluate_robustness(
         pgd_step_size=pgd_step_size,
         random_start=random_start,
     )
+    attack, declared = with_model_bounds(model, attack)
     batch_size = check_positive_int("batch_size", batch_size)
     max_examples = check_positive_int("max_examples", max_examples, allow_none=True)
     start = time.perf_counter()
@@ -208,6 +214,7 @@ def evaluate_robustness(
         if state.seed is None:
             state.seed = seed
         seed = state.seed
+    outside = check_in_box(problem, first[0], "batch 0 of `data`", declared)
     totals = _Totals(problem.num_classes, attack.epsilons)
     first_result = None
     if state is not None and state.totals is not None:
@@ -220,6 +227,8 @@ def evaluate_robustness(
         if check_finite and index:
             check_finite_values(x, y, where=f"batch {index} of `data`", offset=seen)
         check_labels(y, problem)
+        if index and outside is None:  # a finding is reported once
+            outside = check_in_box(problem, x, f"batch {index} of `data`", declared)
         seen += len(y)
         fingerprint = None
         if state is not None:
@@ -257,6 +266,12 @@ def evaluate_robustness(
     if found is not None:
         report.warnings.insert(0, _randomness_message(requested, attack, found, len(first[1])))
         report.config["randomness_check"] = found
+    report.config["input_range"] = "model" if declared else "arguments"
+    if is_unbounded(attack):
+        report.config["input_range"] = None
+        report.warnings.append(UNBOUNDED)
+    if outside is not None:
+        report.warnings.append(outside)
     if warn and attack.strength in WEAK_STRENGTHS:
         report.warnings += _compare_with_apgd(model, attack, problem, first, first_result, seed)
     if warn:

@@ -86,10 +86,28 @@ class RobustnessReport:
             "description": self.description,
         }
 
+    @property
+    def units(self) -> str:
+        """The inputs' range the epsilons are measured in, e.g. `"inputs in [0, 255]"`
+        (`"unbounded inputs"` when the attack had no clip values)."""
+        lo, hi = self.config.get("clip_value_min"), self.config.get("clip_value_max")
+        if lo is None and hi is None:
+            return "unbounded inputs"
+        return f"inputs in [{_bound(lo, '-inf')}, {_bound(hi, 'inf')}]"
+
+    def describe(self, epsilon: float | None = None) -> str:
+        """The attack, a radius and its units, e.g. `"APGD-CE (infinity) eps 76.5 on inputs in
+        [0, 255]"` (the first epsilon by default)."""
+        eps = self.epsilons[0] if epsilon is None else epsilon
+        name = self.description or self.attack.upper()
+        return f"{name} ({self.norm}) eps {format_eps(eps)} on {self.units}"
+
     def __str__(self) -> str:
         title = f"{self.description or self.attack.upper()} ({self.norm})"
         clip = (self.config.get("clip_value_min"), self.config.get("clip_value_max"))
         title += ", unclipped" if clip == (None, None) else f", clipped to [{clip[0]}, {clip[1]}]"
+        if self.config.get("input_range") == "model":
+            title += " (the model's InputRange)"
         lines = [
             f"Robustness report: {title} on {self.num_examples} examples",
             f"  {'epsilon':>10}  {'accuracy':>8}  {'attack success':>14}",
@@ -98,6 +116,7 @@ class RobustnessReport:
         for eps, acc in self.accuracy.items():
             rate = self.attack_success_rate[eps]
             lines.append(f"  {format_eps(eps):>10}  {acc:8.4f}  {rate:14.4f}")
+        lines.append(f"  epsilon in the units of the {self.units}")
         lines.append(f"  zero-gradient fraction: {self.zero_gradient_fraction:.4f}")
         for eps, shares in self.broken_by.items():
             if len(shares) > 1:
@@ -105,6 +124,14 @@ class RobustnessReport:
                 lines.append(f"  broken at epsilon={format_eps(eps)} by: {parts}")
         lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _bound(value, default: str) -> str:
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_bound(v, default)}" for k, v in value.items()) + "}"
+    return f"{value:g}"
 
 
 __all__ = ["RobustnessReport"]

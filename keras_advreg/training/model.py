@@ -24,6 +24,7 @@ from keras_advreg.backend.keras_internals import CompileLoss, MultiWorkerStepsMi
 from keras_advreg.data.adapters import as_key_tuple
 from keras_advreg.data.validation import check_fit_data
 from keras_advreg.training import perturb
+from keras_advreg.training.bounds import check_fit_in_range, with_input_range
 from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.routing import (
     call_base,
@@ -137,7 +138,7 @@ class AdversarialRegularization(MultiWorkerStepsMixin, keras.Model):
         self.base_model = base_model
         self.label_keys = as_key_tuple(label_keys, "label_keys")
         self.sample_weight_key = sample_weight_key
-        self.adv_config = AdvConfig.coerce(adv_config)
+        self.adv_config = with_input_range(base_model, AdvConfig.coerce(adv_config))
         check_backend_support(self.adv_config)
         self.base_with_labels_in_features = bool(base_with_labels_in_features)
         self.check_finite = bool(check_finite)
@@ -205,6 +206,7 @@ class AdversarialRegularization(MultiWorkerStepsMixin, keras.Model):
         if self.check_finite:
             unlabeled = self.adv_config.adv_loss == "vat"  # -1 marks unlabeled examples
             check_fit_data(x, y, model=self.base_model, unlabeled=unlabeled)
+        check_fit_in_range(self.base_model, x)
         return super().fit(x, y, *args, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:

@@ -139,7 +139,8 @@ class AdversarialHyperModel(kt.HyperModel):
             `val_adv_accuracy_eps_{epsilon}`. Defaults to `(0.1,)`.
         attack: str, config dict or `keras_advreg.attacks.Attack`. Attack of
             the evaluation that the objective is measured by (resolved once,
-            here). Where it has no clip range, `adv_config`'s is used.
+            here). Where it has no clip range, `adv_config`'s is used (and where that has
+            none either, the base model's `keras_advreg.layers.InputRange`).
             Defaults to `"autoattack-fast"` (APGD-CE + APGD-T, l-inf): a
             single-step attack would let the search select gradient-masked
             configurations.
