@@ -12,6 +12,7 @@ import math
 ATTACKS = (
     "autoattack",
     "autoattack-fast",
+    "autoattack-rand",
     "apgd-ce",
     "apgd-dlr",
     "apgd-t",

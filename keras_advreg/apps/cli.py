@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack",
         choices=ATTACKS,
         default="autoattack",
-        help="autoattack (APGD-CE, APGD-T, Square: the standard), autoattack-fast, apgd-ce, "
-        "apgd-dlr, apgd-t, square, pgd or fgsm (the last two only bound robustness from above; "
+        help="autoattack (APGD-CE, APGD-T, Square: the standard), autoattack-fast, "
+        "autoattack-rand (for randomized models: APGD-CE and APGD-DLR, gradients averaged over "
+        "20 draws), apgd-ce, apgd-dlr, apgd-t, square, pgd or fgsm (the last two only bound robustness from above; "
         "default: autoattack).",
     )
     evaluate.add_argument(
@@ -194,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--max-examples", type=positive_int, help="evaluate the first N examples only."
+    )
+    evaluate.add_argument(
+        "--state",
+        metavar="PATH",
+        help="keep the finished batches' counts in PATH (a JSON file written after every "
+        "batch): a run stopped part-way and started again with the same --state resumes "
+        "where it stopped and reports what an uninterrupted run reports; a file written for "
+        "another model, attack or data is refused and left as it is.",
     )
     evaluate.add_argument(
         "--output-dir",
@@ -416,7 +425,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"Attack: {attack_settings(attack)}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
-        report = _evaluate(model, x, y, attack, args.batch_size, title)
+        report = _evaluate(model, x, y, attack, args.batch_size, title, state_path=args.state)
     except ValueError as e:
         raise UserError(str(e)) from None
     print(report)
@@ -463,17 +472,36 @@ def _check_tfds() -> None:
         raise UserError(_TFDS_MISSING)
 
 
-def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: str | None):
+def _evaluate(
+    model: Any,
+    x: Any,
+    y: Any,
+    attack: Any,
+    batch_size: int,
+    title: str | None,
+    state_path: str | None = None,
+):
     """`evaluate_robustness` on arrays, with a progress bar on stderr titled `title`.
 
-    With `title=None` there is no bar. The batches are those `evaluate_robustness`
-    makes from the arrays with the same `batch_size`.
+    With `title=None` there is no bar. The bar counts batches, advances after each stage
+    of the attack within a batch, and shows the time since the start and an estimate of
+    the rest. `state_path`: `evaluate_robustness`'s (a resumable run).
     """
-    from keras_advreg.apps.tutorial import batches_with_progress
+    from keras_advreg.apps.reporting import ProgressBar
     from keras_advreg.evaluation import evaluate_robustness
 
-    data = batches_with_progress(x, y, batch_size, title)
-    return evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
+    progress = None
+    if title:
+        bar = ProgressBar(max(1, -(-len(y) // batch_size)), title=title.strip())  # on stderr
+        progress = bar.update
+    return evaluate_robustness(
+        model,
+        (x, y),
+        attack=attack,
+        batch_size=batch_size,
+        state_path=state_path,
+        progress=progress,
+    )
 
 
 # --------------------------------------------------------------------------- evaluate's pieces
