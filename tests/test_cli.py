@@ -507,7 +507,10 @@ def test_evaluate_prints_settings_and_table_on_stdout_and_progress_on_stderr(
     assert lines[0] == "Attack: FGSM, norm infinity, epsilons 0.1, 0.5, clipped to [-1, 1]"
     assert lines[1].startswith("Robustness report: FGSM (infinity), clipped to [-1.0, 1.0]")
     assert "0 (clean)    1.0000" in out
-    assert err.startswith("FGSM (infinity) on 3 examples\n  1/1 batches (100%), ")
+    # The bar starts with the run (elapsed time from the start), then advances.
+    assert err.startswith(
+        "FGSM (infinity) on 3 examples\n  0/1 batches (0%), 0s\n  1/1 batches (100%), "
+    )
     for stream in (out, err):  # captured: not a terminal, so no escapes, no redraws
         assert "\x1b[" not in stream and "\r" not in stream
     results = json.loads((tmp_path / "c" / cli.EVALUATE_RESULTS_FILE).read_text())
@@ -561,7 +564,7 @@ def test_progress_bar_is_plain_off_a_terminal():
         bar.update(i)
     lines = stream.getvalue().splitlines()
     assert lines[0] == "PGD-10"
-    assert lines[1] == "  1/20 batches (5%), 0s"
+    assert lines[1] == "  1/20 batches (5%), 0s, eta 0s"
     assert lines[-1] == "  20/20 batches (100%), 19s"
     assert len(lines) == 1 + 11  # the first step, then every tenth
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()

@@ -170,3 +170,65 @@ def test_a_state_of_fewer_or_more_batches_and_a_broken_file_are_refused(tmp_path
     with pytest.raises(ValueError, match="is not a state file of evaluate_robustness"):
         evaluate_robustness(model, (x, y), attack=_cheap(), batch_size=BATCH, state_path=path)
     assert path.read_text() == "{not json"
+
+
+# --------------------------------------------------------------------------- progress
+@pytest.mark.slow
+def test_progress_advances_per_stage_within_a_batch():
+    # AutoAttack-fast on 5 classes: APGD-CE, then APGD-T's 3 targets, each 3 * steps passes
+    # per example: a quarter of the batch each. Two batches: 0, .25, .5, .75, 1, 1.25, ...
+    seen = []
+    attack = attacks.AutoAttack(0.1, version="fast", steps=2, seed=0)
+    x, y = _data()
+    evaluate_robustness(
+        _model(), (x[:16], y[:16]), attack=attack, batch_size=BATCH, progress=seen.append,
+        warn=False,
+    )  # fmt: skip
+    assert seen == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+
+
+def test_progress_bar_shows_parts_of_a_batch_and_an_estimate():
+    import io
+
+    from keras_advreg.apps.reporting import ProgressBar
+
+    stream = io.StringIO()
+    ticks = iter([0.0, 50.0, 100.0, 200.0])
+    bar = ProgressBar(1, title="AutoAttack", stream=stream, clock=lambda: next(ticks))
+    for done in (0.0, 0.25, 0.5, 1.0):
+        bar.update(done)
+    assert stream.getvalue().splitlines() == [
+        "AutoAttack",
+        "  0/1 batches (0%), 0s",
+        "  0.2/1 batches (25%), 50s, eta 150s",  # 50 s for a quarter: 150 s to go
+        "  0.5/1 batches (50%), 100s, eta 100s",
+        "  1/1 batches (100%), 200s",
+    ]
+
+
+# --------------------------------------------------------------------------- command line
+@pytest.mark.filterwarnings("ignore:FGSM accuracy is an upper bound")
+def test_cli_evaluate_resumes_from_state_and_refuses_another_attack(tmp_path, capsys):
+    from keras_advreg.apps import cli
+
+    model_path, data_path, state = tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "s.json"
+    _model().save(model_path)
+    np.savez(data_path, x=_data()[0], y=_data()[1])
+    argv = [
+        "evaluate", str(model_path), "--dataset", str(data_path), "--attack", "fgsm",
+        "--batch-size", str(BATCH), "--output-dir", "", "--state", str(state), "--quiet",
+    ]  # fmt: skip
+    assert cli.main([*argv, "--epsilons", "0.1"]) == 0
+    first = capsys.readouterr().out
+    stored = json.loads(state.read_text())
+    assert stored["complete"] and len(stored["batches"]) == N // BATCH
+    assert cli.main([*argv, "--epsilons", "0.1"]) == 0  # done: the same table again
+    assert (
+        capsys.readouterr().out.split("Robustness report")[1].split("seconds")[0]
+        == (first.split("Robustness report")[1].split("seconds")[0])
+    )
+    before = state.read_bytes()
+    assert cli.main([*argv, "--epsilons", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "was written by a different evaluation: the attack differs" in err
+    assert state.read_bytes() == before

@@ -171,7 +171,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"Attack: {attack_settings(attack)}{declared_note}", flush=True)
     title = None if args.quiet else f"{attack.describe()} ({attack.norm}) on {len(y)} examples"
     try:
-        report = _evaluate(model, x, y, attack, args.batch_size, title)
+        report = _evaluate(model, x, y, attack, args.batch_size, title, state_path=args.state)
     except ValueError as e:
         raise UserError(str(e)) from None
     print(report)
@@ -213,21 +213,40 @@ def _check_tfds() -> None:
         raise UserError(_TFDS_MISSING)
 
 
-def _evaluate(model: Any, x: Any, y: Any, attack: Any, batch_size: int, title: str | None):
+def _evaluate(
+    model: Any,
+    x: Any,
+    y: Any,
+    attack: Any,
+    batch_size: int,
+    title: str | None,
+    state_path: str | None = None,
+):
     """`evaluate_robustness` on arrays, with a progress bar on stderr titled `title`.
 
-    With `title=None` there is no bar. The batches are those `evaluate_robustness`
-    makes from the arrays with the same `batch_size`.
+    With `title=None` there is no bar. The bar counts batches, advances after each stage
+    of the attack within a batch, and shows the time since the start and an estimate of
+    the rest. `state_path`: `evaluate_robustness`'s (a resumable run).
     """
-    from keras_advreg.apps.tutorial import batches_with_progress
+    from keras_advreg.apps.reporting import ProgressBar
     from keras_advreg.evaluation import evaluate_robustness
 
-    data = batches_with_progress(x, y, batch_size, title)
+    progress = None
+    if title:
+        bar = ProgressBar(max(1, -(-len(y) // batch_size)), title=title.strip())  # on stderr
+        progress = bar.update
     # The report prints its findings; other warnings (e.g. about the model's output) are
     # printed once each as one line, without Python's source line.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = evaluate_robustness(model, data, attack=attack, batch_size=batch_size)
+        report = evaluate_robustness(
+            model,
+            (x, y),
+            attack=attack,
+            batch_size=batch_size,
+            state_path=state_path,
+            progress=progress,
+        )
     shown = set(report.warnings)
     for warning in caught:
         message = str(warning.message)

@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack",
         choices=ATTACKS,
         default="autoattack",
-        help="an attack of keras_advreg.attacks.names(): autoattack (APGD-CE, APGD-T, Square: "
-        "the standard), autoattack-fast, apgd-ce, apgd-t, square, ...; pgd and fgsm only bound "
-        "robustness from above (default: autoattack).",
+        help="an attack of keras_advreg.attacks.names(): autoattack (the standard AutoAttack: "
+        "APGD-CE, APGD-T, FAB-T, Square), autoattack-fast, autoattack-rand (for randomized "
+        "models: APGD-CE and APGD-DLR, gradients averaged over 20 draws), apgd-ce, apgd-t, fab-t, "
+        "square, ...; pgd and fgsm only bound robustness from above (default: autoattack).",
     )
     evaluate.add_argument(
         "--norm", type=norm, default="infinity", help="infinity, l2 or l1 (default: infinity)."
@@ -184,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the accuracy-vs-epsilon curve; needs matplotlib (default: when "
         'matplotlib is installed, pip install "keras-advreg[plot]").',
+    )
+    evaluate.add_argument(
+        "--state",
+        metavar="PATH",
+        help="keep the finished batches' counts in PATH (a JSON file written after every "
+        "batch): a run stopped part-way and started again with the same --state resumes "
+        "where it stopped and reports what an uninterrupted run reports; a file written for "
+        "another model, attack or data is refused and left as it is.",
     )
     evaluate.add_argument(
         "--certify",

@@ -103,6 +103,11 @@ class ProgressBar:
     writes a plain line (no carriage returns, no ANSI escapes) at every tenth
     of the work and at the end, so logs stay short and readable.
 
+    `update` takes fractions of a step too (an evaluation reports each stage
+    of an attack within a batch); the elapsed time counts from the first
+    update (`update(0)` at the start), and the estimate of the rest assumes
+    the remaining work goes at the pace so far.
+
     Args:
         total: int. Number of steps (at least 1).
         unit: str. Name of the steps, plural. Defaults to `"batches"`.
@@ -133,28 +138,31 @@ class ProgressBar:
         self._start: float | None = None
         self._tenths_shown = -1
 
-    def update(self, done: int) -> None:
-        """Shows that `done` of `total` steps are finished."""
+    def update(self, done: float) -> None:
+        """Shows that `done` of `total` steps are finished (a float: parts of a step count)."""
         now = self.clock()
         if self._start is None:
             self._start = now
             if self.title:
                 self._write(self.title + "\n")
-        done = min(max(int(done), 0), self.total)
+        done = min(max(float(done), 0.0), float(self.total))
         elapsed = now - self._start
-        counts = f"{done}/{self.total} {self.unit}"
+        shown = f"{done:.1f}".rstrip("0").rstrip(".")
+        counts = f"{shown}/{self.total} {self.unit}"
+        eta = ""
+        if 0 < done < self.total:
+            eta = f", eta {elapsed * (self.total - done) / done:.0f}s"
         if self.dynamic:
-            filled = self.width * done // self.total
+            filled = int(self.width * done // self.total)
             bar = "=" * filled + (">" if filled < self.width else "")
-            line = f"\r[{bar:<{self.width}}] {counts} {elapsed:.0f}s"
-            if 0 < done < self.total:
-                line += f", eta {elapsed * (self.total - done) / done:.0f}s"
+            line = f"\r[{bar:<{self.width}}] {counts} {elapsed:.0f}s{eta}"
             self._write(line + ("\n" if done == self.total else " " * 4))
             return
         tenths = math.floor(10 * done / self.total)
         if tenths > self._tenths_shown:
             self._tenths_shown = tenths
-            self._write(f"  {counts} ({100 * done // self.total}%), {elapsed:.0f}s\n")
+            percent = int(100 * done // self.total)
+            self._write(f"  {counts} ({percent}%), {elapsed:.0f}s{eta}\n")
 
     def _write(self, text: str) -> None:
         self.stream.write(text)

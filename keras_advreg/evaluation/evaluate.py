@@ -312,7 +312,7 @@ def _randomness_message(requested: Attack, attack: Attack, found: dict, examples
     if attack is not requested:
         return (
             f"The model is randomized: {seen}. {requested.describe()} was replaced by "
-            f"{attack.describe()}: each gradient is the mean over {RAND_EOT_ITER} draws of "
+            f"{attack.describe()}: each gradient is the mean over {_draws(attack)} draws of "
             "the model's randomness (expectation over transformation), and each accuracy is "
             "one draw's."
         )
@@ -321,6 +321,10 @@ def _randomness_message(requested: Attack, attack: Attack, found: dict, examples
         "draws; use attack='autoattack' (its 'rand' version) or APGD with eot_iter=20 "
         "(expectation over transformation)."
     )
+
+
+def _draws(attack: Attack) -> int:
+    return getattr(attack, "draws", None) or getattr(attack, "eot_iter", RAND_EOT_ITER)
 
 
 def _first_to_dict(result: BatchResult) -> dict:
