@@ -67,6 +67,7 @@ def _block(start: str) -> str:
     return re.sub(r"max_trials=\d+", "max_trials=2", code)
 
 
+@pytest.mark.slow  # AutoAttack (with Square-5000) and the callback's AutoAttack-fast
 def test_readme_quick_start(namespace):
     exec(_block("import keras\nimport keras_advreg\n\ntrain, test ="), namespace)
     report = namespace["report"]
