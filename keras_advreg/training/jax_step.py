@@ -261,7 +261,7 @@ def _neighbour(
 def _power_neighbour(model, neighbors, call, objective, trainable, non_trainable, seeds):
     """VAT's neighbour: `adv_step_size` along the power-iteration direction (in
     `adv_grad_norm`) from a normal random start, clipped to the config's bounds."""
-    from keras_advreg.attacks.norms import unit_direction
+    from keras_advreg.ball import unit_direction
     from keras_advreg.training.losses import power_direction
 
     config = neighbors.config

@@ -50,7 +50,7 @@ def _perturb_function(model, config):
     """
     import tensorflow as tf
 
-    from keras_advreg.attacks.norms import random_in_norm_ball
+    from keras_advreg.ball import random_in_norm_ball
     from keras_advreg.backend.nsl_private import neighbor
 
     key = repr(sorted((k, repr(v)) for k, v in vars(config).items()))

@@ -93,7 +93,7 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
 
 def neighbour(strategy, target, config, objective, labels, labeled_loss, tape):
     """The neighbour of `target.origin` found by `strategy.search`."""
-    from keras_advreg.attacks.norms import random_in_norm_ball
+    from keras_advreg.ball import random_in_norm_ball
     from keras_advreg.backend.nsl_private import neighbor, random_start_neighbor
 
     loss_fn = lambda _labels, pred: objective(pred)  # noqa: E731
@@ -116,7 +116,7 @@ def power_neighbour(target, config, objective):
     `adv_grad_norm`), from a normal random start, clipped to the config's bounds."""
     import tensorflow as tf
 
-    from keras_advreg.attacks.norms import unit_direction
+    from keras_advreg.ball import unit_direction
     from keras_advreg.training.losses import power_direction
     from keras_advreg.training.neighbor import Neighbors, finite
 
