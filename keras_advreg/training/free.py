@@ -38,8 +38,8 @@ class FreeTraining(AdversarialLoss):
     def tf_train_step(self, model: Any, features: Any, labels: Any, sample_weight: Any, extras):
         import tensorflow as tf
 
-        from keras_advreg.ball import random_in_norm_ball
         from keras_advreg.backend.nsl_private import NeighborSteps
+        from keras_advreg.ball import random_in_norm_ball
         from keras_advreg.training import tf_step
 
         require_loss(model, "Training needs")

@@ -50,8 +50,8 @@ def _perturb_function(model, config):
     """
     import tensorflow as tf
 
-    from keras_advreg.ball import random_in_norm_ball
     from keras_advreg.backend.nsl_private import neighbor
+    from keras_advreg.ball import random_in_norm_ball
 
     key = repr(sorted((k, repr(v)) for k, v in vars(config).items()))
     cache = model.step_cache.functions

@@ -93,8 +93,8 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
 
 def neighbour(strategy, target, config, objective, labels, labeled_loss, tape):
     """The neighbour of `target.origin` found by `strategy.search`."""
-    from keras_advreg.ball import random_in_norm_ball
     from keras_advreg.backend.nsl_private import neighbor, random_start_neighbor
+    from keras_advreg.ball import random_in_norm_ball
 
     loss_fn = lambda _labels, pred: objective(pred)  # noqa: E731
     if strategy.search == "power":
