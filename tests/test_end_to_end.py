@@ -143,7 +143,7 @@ def test_evaluate_on_the_saved_model_repeats_the_demos_whitebox_accuracy(
 
 @pytest.mark.slow
 def test_robust_mnist_runs_on_a_subset(mnist_manual_dir, tfds_data_dir, tmp_path, capsys):
-    """`keras-advreg robust-mnist` end to end on 300 training and 40 test examples, 1 epoch."""
+    """`keras-advreg robust-mnist` end to end on 200 training and 20 test examples, 1 epoch."""
     import keras
     import numpy as np
 
@@ -153,8 +153,8 @@ def test_robust_mnist_runs_on_a_subset(mnist_manual_dir, tfds_data_dir, tmp_path
         "robust-mnist",
         "--epsilon=0.2",
         "--epochs=1",
-        "--train-subset=300",
-        "--test-subset=40",
+        "--train-subset=200",
+        "--test-subset=20",
         f"--manual-dir={mnist_manual_dir}",
         f"--data-dir={tfds_data_dir}",
         f"--output-dir={tmp_path}",
@@ -163,15 +163,15 @@ def test_robust_mnist_runs_on_a_subset(mnist_manual_dir, tfds_data_dir, tmp_path
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["test_examples"] == 40 and results["recipe"]["epochs"] == 1
+    assert results["test_examples"] == 20 and results["recipe"]["epochs"] == 1
     # The saved classifier loads without keras_advreg's objects; its clean accuracy on the
-    # same 40 examples, computed here, is the one reported.
+    # same 20 examples, computed here, is the one reported.
     model = keras.models.load_model(tmp_path / "model.keras")
-    x, y = load_mnist_test(take=40, data_dir=str(tfds_data_dir), manual_dir=str(mnist_manual_dir))
+    x, y = load_mnist_test(take=20, data_dir=str(tfds_data_dir), manual_dir=str(mnist_manual_dir))
     clean = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
     assert results["clean_accuracy"] == pytest.approx(clean)
     assert results["fgsm"]["accuracy"] == pytest.approx(
-        inline_fgsm_accuracy(model, x, y, 0.2), abs=1 / 40
+        inline_fgsm_accuracy(model, x, y, 0.2), abs=1 / 20
     )
     for key in ("fgsm", "pgd40", "autoattack", "autoattack_with_square"):
         assert 0.0 <= results[key]["accuracy"] <= clean, key
