@@ -15,6 +15,8 @@ ATTACKS = (
     "apgd-ce",
     "apgd-dlr",
     "apgd-t",
+    "fab",
+    "fab-t",
     "square",
     "pgd",
     "fgsm",

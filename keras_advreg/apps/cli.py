@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack",
         choices=ATTACKS,
         default="autoattack",
-        help="autoattack (APGD-CE, APGD-T, Square: the standard), autoattack-fast, apgd-ce, "
-        "apgd-dlr, apgd-t, square, pgd or fgsm (the last two only bound robustness from above; "
+        help="autoattack (APGD-CE, APGD-T, FAB-T, Square: the standard), autoattack-fast, apgd-ce, "
+        "apgd-dlr, apgd-t, fab, fab-t, square, pgd or fgsm (the last two only bound robustness from above; "
         "default: autoattack).",
     )
     evaluate.add_argument(
