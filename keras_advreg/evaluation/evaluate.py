@@ -66,7 +66,7 @@ def evaluate_robustness(
     """Measures a classifier's accuracy under a white-box attack, per epsilon.
 
     The default, `attack="autoattack"`, is the field's standard (Croce & Hein
-    2020): APGD-CE, APGD-T and the gradient-free Square attack as a cascade,
+    2020): APGD-CE, APGD-T, FAB-T and the gradient-free Square attack as a cascade,
     so the accuracy is the per-example worst case. `"fgsm"` and `"pgd"` (NSL's
     math) are cheaper upper bounds; the report warns when they are used, and
     when they leave markedly more accuracy than APGD-CE on a sample.
