@@ -69,6 +69,7 @@ def test_attacks_api_is_pinned():
         "apgd-t",
         "autoattack",
         "autoattack-fast",
+        "autoattack-rand",
         "fgsm",
         "pgd",
         "square",

@@ -84,7 +84,7 @@ def evaluate_robustness(
         epsilons: float or sequence of floats >= 0. Attack radii. Defaults to
             `None` (the attack's own; `0.1` for a name).
         attack: str (`keras_advreg.attacks.names()`: `"autoattack"`,
-            `"autoattack-fast"`, `"apgd-ce"`, `"apgd-dlr"`, `"apgd-t"`,
+            `"autoattack-fast"`, `"autoattack-rand"`, `"apgd-ce"`, `"apgd-dlr"`, `"apgd-t"`,
             `"square"`, `"pgd"`, `"fgsm"`), a config dict, or a
             `keras_advreg.attacks.Attack`. Defaults to `"autoattack"`.
         norm: str. `"infinity"`, `"l2"` (or `"l1"`, FGSM only). Defaults to
