@@ -91,7 +91,7 @@ def evaluate_robustness(
             is run at each). Defaults to `None` (the attack's own; `0.1` for a
             name).
         attack: str (`keras_advreg.attacks.names()`: `"autoattack"`,
-            `"autoattack-fast"`, `"apgd-ce"`, `"apgd-dlr"`, `"apgd-t"`,
+            `"autoattack-fast"`, `"autoattack-rand"`, `"apgd-ce"`, `"apgd-dlr"`, `"apgd-t"`,
             `"square"`, `"pgd"`, `"fgsm"`), a config dict, or a
             `keras_advreg.attacks.Attack` (which carries the norm, the clip
             range and the budget, e.g. `attacks.PGD(norm="l2", steps=40,
