@@ -40,7 +40,7 @@ class FreeTraining(AdversarialLoss):
 
         from keras_advreg.backend.nsl_private import NeighborSteps
         from keras_advreg.ball import random_in_norm_ball
-        from keras_advreg.training import tf_step
+        from keras_advreg.training.logs import record
 
         require_loss(model, "Training needs")
         config = model.adv_config
@@ -67,5 +67,5 @@ class FreeTraining(AdversarialLoss):
             grads = tape.gradient(scaled, trainable + watched)  # one backward pass for both
             model.optimizer.apply_gradients(zip(grads[: len(trainable)], trainable))
             delta = steps.step(perturbed, grads[len(trainable) :])
-            metrics = tf_step.record(model, inputs, labels, sample_weight, y_pred, loss, loss)
+            metrics = record(model, inputs, labels, sample_weight, y_pred, loss, loss)
         return metrics

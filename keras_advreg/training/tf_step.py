@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_advreg.backend.keras_internals import loss_tracker, unscale_loss_for_distribution
+from keras_advreg.training.logs import record
 from keras_advreg.training.routing import require_loss
 from keras_advreg.training.strategies import check_target, strategy_for
 from keras_advreg.training.targets import target_for
@@ -142,19 +142,4 @@ def neighbors_masked(neighbors, grads):
     return {k: neighbors.masked(k, g) for k, g in grads.items()}
 
 
-def record(model, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
-    """Updates the loss trackers and the compiled metrics; returns the logs."""
-    import tensorflow as tf
-
-    batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
-    loss_tracker(model).update_state(unscale_loss_for_distribution(total), sample_weight=batch_size)
-    model.labeled_loss_tracker.update_state(
-        unscale_loss_for_distribution(total - scaled_adv_loss), sample_weight=batch_size
-    )
-    model.scaled_adversarial_loss_tracker.update_state(
-        unscale_loss_for_distribution(scaled_adv_loss), sample_weight=batch_size
-    )
-    return model.compute_metrics(features, labels, y_pred, sample_weight=sample_weight)
-
-
-__all__ = ["forward", "neighbour", "record", "test_step", "train_step"]
+__all__ = ["forward", "neighbour", "test_step", "train_step"]
