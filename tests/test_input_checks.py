@@ -163,7 +163,7 @@ def test_a_two_input_model_is_attacked_in_both_inputs(named):
 
 
 # --------------------------------------------------------------------------- the callback's keys
-def test_the_callback_says_what_made_each_key_and_on_which_examples():
+def test_the_callback_says_what_made_each_key_and_on_which_examples(capsys):
     model = classifier()
     model.compile(
         keras.optimizers.SGD(0.0),  # weights unchanged: the expectations below hold
@@ -171,7 +171,7 @@ def test_the_callback_says_what_made_each_key_and_on_which_examples():
         metrics=["accuracy"],
     )
     callback = keras_advreg.AdversarialRobustnessCallback(
-        (X, Y), epsilons=(0.1, 0.2), attack="pgd", max_examples=32
+        (X, Y), epsilons=(0.1, 0.2), attack="pgd", max_examples=32, verbose=1
     )
     history = model.fit(X, Y, validation_data=(X, Y), epochs=1, verbose=0, callbacks=[callback])
     logs = {k: v[-1] for k, v in history.history.items()}
@@ -185,3 +185,5 @@ def test_the_callback_says_what_made_each_key_and_on_which_examples():
     assert "epsilon 0.1" in descriptions["val_adv_accuracy"]
     assert "epsilon 0.2" in descriptions["val_adv_accuracy_eps_0.2"]
     assert "first 32 examples" in descriptions["val_clean_accuracy"]
+    printed = capsys.readouterr().out
+    assert f"val_clean_accuracy: {descriptions['val_clean_accuracy']}" in printed

@@ -52,7 +52,11 @@ def test_the_readme_is_a_front_page():
     # How to install today (from source), and the release line marked as such.
     assert "pip install -e" in text and 'pip install "keras-advreg[all]"' in text
     assert "not on PyPI yet" in text
-    for page in re.findall(r"\]\((docs/[^)#]+)", text):  # links into the docs exist
+    # Links are absolute (PyPI shows this page too) and point at files that exist.
+    base = "https://github.com/keras-advreg/keras-advreg/blob/main/"
+    pages = re.findall(re.escape(base) + r"([^)#]+)", text)
+    assert any(page.startswith("docs/") for page in pages)
+    for page in pages:
         assert (REPO_ROOT / page).exists(), page
 
 

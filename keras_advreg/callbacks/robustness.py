@@ -40,8 +40,8 @@ class AdversarialRobustnessCallback(AttackCallback):
     The logs hold numbers only, as Keras' callbacks (EarlyStopping,
     CSVLogger, TensorBoard) and keras-tuner expect. What produced each key
     (the attack, its norm, epsilon and clip range, and the examples) is in
-    `callback.descriptions` (a dict, key -> sentence), printed after each
-    evaluation with `verbose=1`; each evaluation's `RobustnessReport` is in
+    `callback.descriptions` (a dict, key -> sentence), printed when training
+    starts with `verbose=1`; each evaluation's `RobustnessReport` is in
     `callback.reports[epoch]`. To see the attack in the key itself, name it:
     `metric_name="val_autoattack_accuracy"`.
 
@@ -336,6 +336,9 @@ class AdversarialRobustnessCallback(AttackCallback):
                 + UPPER_BOUND.format(attack=self._attack.describe()),
                 stacklevel=2,
             )
+        if self.verbose:
+            for key, description in self.descriptions.items():
+                print(f"{key}: {description}")
         if self._images is not None:
             self._images.on_train_begin(logs)
 
