@@ -232,3 +232,27 @@ def test_cli_evaluate_resumes_from_state_and_refuses_another_attack(tmp_path, ca
     err = capsys.readouterr().err
     assert "was written by a different evaluation: the attack differs" in err
     assert state.read_bytes() == before
+
+
+class SubclassedClassifier(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(CLASSES)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_an_unbuilt_subclassed_model_is_fingerprinted_by_its_built_weights(tmp_path):
+    path = tmp_path / "state.json"
+    keras.utils.set_random_seed(1)
+    evaluate_robustness(
+        SubclassedClassifier(), _data(), attack=_cheap(), batch_size=BATCH, state_path=path
+    )
+    before = path.read_bytes()
+    keras.utils.set_random_seed(2)  # other initial weights, drawn when it is built
+    with pytest.raises(ValueError, match="the model's weights differ"):
+        evaluate_robustness(
+            SubclassedClassifier(), _data(), attack=_cheap(), batch_size=BATCH, state_path=path
+        )
+    assert path.read_bytes() == before

@@ -180,8 +180,18 @@ def evaluate_robustness(
     start = time.perf_counter()
     target = attack_target(model)
     requested = attack
+    if progress is not None:
+        progress(0.0)
+    stream = batches(data, batch_size, label_keys, sample_weight_key, max_examples, target)
+    stream = ((model_inputs(target, x), y) for x, y in stream)
+    first = next(stream, None)
+    if first is None:
+        raise ValueError("`data` is empty: there is nothing to evaluate.")
+    if check_finite:  # before anything runs the model
+        check_finite_values(*first, where="batch 0 of `data`")
+    problem, seed = prepare(model, attack, *first, loss)  # builds an unbuilt model
     state = None
-    if state_path is not None:  # before any work: a file of another evaluation is refused
+    if state_path is not None:  # before any attack: another evaluation's file is refused
         state = EvaluationState(
             state_path,
             {
@@ -197,18 +207,8 @@ def evaluate_robustness(
             },
         )
         state.load()
-    if progress is not None:
-        progress(0.0)
-    stream = batches(data, batch_size, label_keys, sample_weight_key, max_examples, target)
-    stream = ((model_inputs(target, x), y) for x, y in stream)
-    first = next(stream, None)
-    if first is None:
-        raise ValueError("`data` is empty: there is nothing to evaluate.")
-    if check_finite:  # before anything runs the model
-        check_finite_values(*first, where="batch 0 of `data`")
-    if state is not None and state.batches:
-        state.check_batch(0, batch_fingerprint(*first))
-    problem, seed = prepare(model, attack, *first, loss)
+        if state.batches:
+            state.check_batch(0, batch_fingerprint(*first))
     attack, found = _adapt_to_randomness(attack, problem, first[0])
     if state is not None:
         if state.seed is None:
