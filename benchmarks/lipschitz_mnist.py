@@ -19,26 +19,39 @@ import keras
 import numpy as np
 
 from keras_advreg.apps.mnist import load_mnist_test, load_mnist_train
-from keras_advreg.layers import GroupSort, LipschitzConv2D, LipschitzDense
+from keras_advreg.layers import GroupSort, LipschitzConv2D, LipschitzDense, ScaledAveragePooling2D
 from keras_advreg.losses import LipschitzMarginCrossEntropy
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
-def build_model(width: int = 16, dense: int = 256) -> keras.Model:
-    """Four AOL convolutions (two of them strided) and two AOL dense layers, MaxMin activations."""
+def build_model(width: int = 16, dense: int = 256, downsample: str = "pool") -> keras.Model:
+    """Four AOL convolutions and two AOL dense layers, MaxMin activations.
+
+    `downsample="pool"`: stride-1 convolutions and `ScaledAveragePooling2D` (norm exactly 1);
+    `"stride"`: 4x4 stride-2 convolutions. AOL bounds a strided convolution by its stride-1
+    version, so strided layers lose up to a factor sqrt(stride^2) of their bound.
+    """
     w = width
+
+    def down(filters):
+        if downsample == "stride":
+            return [LipschitzConv2D(filters, 4, strides=2, padding="same"), GroupSort(2)]
+        return [
+            LipschitzConv2D(filters, 3, padding="same"),
+            GroupSort(2),
+            ScaledAveragePooling2D(2),
+        ]
+
     return keras.Sequential(
         [
             keras.Input((28, 28, 1)),
             LipschitzConv2D(w, 3, padding="same"),
             GroupSort(2),
-            LipschitzConv2D(2 * w, 4, strides=2, padding="same"),
-            GroupSort(2),
+            *down(2 * w),
             LipschitzConv2D(2 * w, 3, padding="same"),
             GroupSort(2),
-            LipschitzConv2D(2 * w, 4, strides=2, padding="same"),
-            GroupSort(2),
+            *down(2 * w),
             keras.layers.Flatten(),
             LipschitzDense(dense),
             GroupSort(2),
@@ -75,6 +88,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--downsample", choices=("pool", "stride"), default="pool")
     parser.add_argument("--out", default="/tmp/cert-lipschitz-mnist.keras")
     parser.add_argument("--data-dir", default="/tmp/cert-tfds")
     args = parser.parse_args()
@@ -83,7 +97,7 @@ def main() -> None:
         batch_size=args.batch_size, data_dir=args.data_dir, manual_dir=str(MNIST_DIR)
     )
     x_test, y_test = load_mnist_test(data_dir=args.data_dir, manual_dir=str(MNIST_DIR))
-    model = build_model(args.width)
+    model = build_model(args.width, downsample=args.downsample)
     steps = 60000 // args.batch_size * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
     model.compile(

@@ -50,6 +50,9 @@ def main() -> None:
     k = args.attack_images
     for eps in epsilons:
         held = np.flatnonzero(report.radii[:k] > eps)
+        if not len(held):
+            print(json.dumps({"epsilon": eps, "certified_of_first": f"0/{k}", "attacked": 0}))
+            continue
         for attack in ("apgd-ce", "apgd-t"):
             wall, cpu = time.time(), time.process_time()
             attacked = keras_advreg.evaluate_robustness(
