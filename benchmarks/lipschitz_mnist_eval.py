@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--epsilons", default="0.3,1.58")
     parser.add_argument("--attack-images", type=int, default=1000)
+    parser.add_argument("--attacks", default="apgd-ce,apgd-t")
     parser.add_argument("--data-dir", default="/tmp/cert-tfds")
     args = parser.parse_args()
     epsilons = [float(e) for e in args.epsilons.split(",")]
@@ -53,7 +54,7 @@ def main() -> None:
         if not len(held):
             print(json.dumps({"epsilon": eps, "certified_of_first": f"0/{k}", "attacked": 0}))
             continue
-        for attack in ("apgd-ce", "apgd-t"):
+        for attack in args.attacks.split(","):
             wall, cpu = time.time(), time.process_time()
             attacked = keras_advreg.evaluate_robustness(
                 model, (x[held], y[held]), epsilons=eps, attack=attack, norm="l2", warn=False
