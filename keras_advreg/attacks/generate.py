@@ -41,10 +41,14 @@ def generate_adversarial_examples(
         epsilon: float. Attack radius. Defaults to the attack's (`0.1`).
         attack: str, config dict or `keras_advreg.attacks.Attack`. Defaults to
             `"pgd"`.
-        norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
-            clip_value_max: Deprecated, as in `evaluate_robustness`: set them on
-            `attack` (an attack without clip values takes the model's
+        norm: Deprecated, as in `evaluate_robustness`: set it on `attack`.
+        pgd_steps: Deprecated, as in `evaluate_robustness`.
+        pgd_step_size: Deprecated, as in `evaluate_robustness`.
+        random_start: Deprecated, as in `evaluate_robustness`.
+        clip_value_min: Deprecated, as in `evaluate_robustness` (an attack
+            without clip values takes the model's
             `keras_advreg.layers.InputRange`, if any).
+        clip_value_max: Deprecated, as in `evaluate_robustness`.
         loss: As in `evaluate_robustness`.
         warn: bool. Warn when the attack is unbounded (no clip values and no
             `InputRange`), or `x` lies outside clip values given here (outside

@@ -87,9 +87,12 @@ class AdversarialRobustnessCallback(AttackCallback):
         attack: str, config dict or `keras_advreg.attacks.Attack` (with its
             norm, clip range and budget). Resolved once, here. Defaults to
             `"autoattack-fast"`.
-        norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
-            clip_value_max: Deprecated, as in `evaluate_robustness`: set them
-            on `attack`.
+        norm: Deprecated, as in `evaluate_robustness`: set it on `attack`.
+        pgd_steps: Deprecated, as in `evaluate_robustness`.
+        pgd_step_size: Deprecated, as in `evaluate_robustness`.
+        random_start: Deprecated, as in `evaluate_robustness`.
+        clip_value_min: Deprecated, as in `evaluate_robustness`.
+        clip_value_max: Deprecated, as in `evaluate_robustness`.
         batch_size: int. Batch size for array data. Defaults to `256`.
         loss: str, callable or `keras.losses.Loss`. Loss to attack. Defaults
             to `None` (cross-entropy on the logits).

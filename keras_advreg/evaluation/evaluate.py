@@ -101,11 +101,13 @@ def evaluate_robustness(
             the layer's box is an error, checked batch by batch before each is
             attacked); with neither, the attack is unbounded and the report
             warns. Defaults to `"autoattack"`.
-        norm, pgd_steps, pgd_step_size, random_start, clip_value_min,
-            clip_value_max: Deprecated: set them on `attack` instead
-            (`pgd_steps` is `PGD`'s `steps`, `pgd_step_size` its `step_size`).
-            When given, they set the attack's fields, with a
-            `DeprecationWarning`.
+        norm: Deprecated: the attack's `norm`. When given, it sets the
+            attack's field, with a `DeprecationWarning`; so do the five below.
+        pgd_steps: Deprecated: `PGD`'s `steps`.
+        pgd_step_size: Deprecated: `PGD`'s `step_size`.
+        random_start: Deprecated: `PGD`'s `random_start`.
+        clip_value_min: Deprecated: the attack's `clip_value_min`.
+        clip_value_max: Deprecated: the attack's `clip_value_max`.
         batch_size: int. Batch size for array data and unbatched datasets.
             Defaults to `256`.
         loss: str, callable or `keras.losses.Loss`. Loss to attack, applied to

@@ -144,9 +144,10 @@ class AdversarialHyperModel(kt.HyperModel):
             Defaults to `"autoattack-fast"` (APGD-CE + APGD-T, l-inf): a
             single-step attack would let the search select gradient-masked
             configurations.
-        attack_norm, clip_value_min, clip_value_max: Deprecated: set the norm
-            and the clip range on `attack` (e.g.
+        attack_norm: Deprecated: set the norm on `attack` (e.g.
             `attacks.AutoAttack(version="fast", norm="l2")`).
+        clip_value_min: Deprecated: set the clip range on `attack`.
+        clip_value_max: Deprecated: set the clip range on `attack`.
         max_eval_examples: int. Evaluate robustness on at most this many
             validation examples (faster trials). Defaults to `None` (all).
         robust_weight: float in [0, 1]. Weight of the robust accuracy in
