@@ -130,7 +130,8 @@ def test_rand_on_a_deterministic_model_warns_and_runs():
 
 
 def test_a_deterministic_model_is_not_told_anything():
-    attack = attacks.APGD(0.1, steps=2, seed=0)
+    # Bounded (the data lie in [0, 1)), so that an unbounded attack's warning is not raised.
+    attack = attacks.APGD(0.1, steps=2, seed=0, clip_value_min=0.0, clip_value_max=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         report = evaluate_robustness(_model(random=False), _xy(), attack=attack)
