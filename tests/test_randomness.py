@@ -76,8 +76,10 @@ def test_each_compiled_call_draws_anew():
 
 
 def test_the_randomness_check_tells_random_from_deterministic_models():
-    x = np.random.default_rng(2).random((16, FEATURES), dtype=np.float32)
-    found = randomness(lambda x: _model(random=False)(x, training=False), x)
+    x = np.random.default_rng(2).random((40, FEATURES), dtype=np.float32)
+    seen = []
+    found = randomness(lambda x: seen.append(len(x)) or _model(random=False)(x, training=False), x)
+    assert seen == [16] * 5 and found["examples"] == 16  # 5 passes on the first 16 examples
     assert not found["randomized"] and found["max_difference"] == 0.0
     noisy = _model()
     found = randomness(lambda x: noisy(x, training=False), x)

@@ -266,7 +266,7 @@ def evaluate_robustness(
             state.save()
     report = totals.report(attack, problem, loss, earlier + time.perf_counter() - start)
     if found is not None:
-        report.warnings.insert(0, _randomness_message(requested, attack, found, len(first[1])))
+        report.warnings.insert(0, _randomness_message(requested, attack, found, found["examples"]))
         report.config["randomness_check"] = found
     report.config["input_range"] = "model" if declared else "arguments"
     if is_unbounded(attack):
