@@ -228,13 +228,10 @@ def _evaluate(
     of the attack within a batch, and shows the time since the start and an estimate of
     the rest. `state_path`: `evaluate_robustness`'s (a resumable run).
     """
-    from keras_advreg.apps.reporting import ProgressBar
+    from keras_advreg.apps.reporting import progress_bar
     from keras_advreg.evaluation import evaluate_robustness
 
-    progress = None
-    if title:
-        bar = ProgressBar(max(1, -(-len(y) // batch_size)), title=title.strip())  # on stderr
-        progress = bar.update
+    progress = progress_bar(len(y), batch_size, title)
     # The report prints its findings; other warnings (e.g. about the model's output) are
     # printed once each as one line, without Python's source line.
     with warnings.catch_warnings(record=True) as caught:

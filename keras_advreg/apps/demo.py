@@ -38,7 +38,6 @@ from keras_advreg.apps.tutorial import (  # noqa: F401  (re-exported for the CLI
     EVAL_BATCH_SIZE,
     PERTURBED_EPSILON,
     TUTORIAL_ADV_CONFIG,
-    batches_with_progress,
     build_base_cnn,
     compile_tutorial,
     robustness,

@@ -187,3 +187,12 @@ def certified_table(report: Any, certified: Any) -> str:
         rows.append([format_eps(eps), f"{accuracy:.4f}", f"{certified.accuracy[eps]:.4f}"])
     header = ["epsilon", f"{report.description} accuracy", "certified accuracy"]
     return f"Certified: {certified.description}\n" + markdown_table(header, rows)
+
+
+def progress_bar(examples: int, batch_size: int, title: str | None) -> Callable | None:
+    """The `progress` callback of `evaluate_robustness` drawing a bar titled `title` on
+    stderr (batches of `batch_size`, advanced per stage of the attack), or None (no bar)
+    when `title` is None."""
+    if not title:
+        return None
+    return ProgressBar(max(1, -(-examples // batch_size)), title=title.strip()).update

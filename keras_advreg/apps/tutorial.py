@@ -13,9 +13,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_advreg.apps.reporting import ProgressBar, fit_verbosity
+from keras_advreg.apps.reporting import fit_verbosity, progress_bar
 from keras_advreg.attacks import FGSM, generate_adversarial_examples
 from keras_advreg.attacks import get as get_attack
 from keras_advreg.evaluation import RobustnessReport, evaluate_robustness
@@ -120,38 +119,6 @@ def train_models(
 
 
 # --------------------------------------------------------------------------- measurements
-def batches_with_progress(
-    x: np.ndarray, y: np.ndarray, batch_size: int = EVAL_BATCH_SIZE, title: str | None = None
-) -> tf.data.Dataset:
-    """`(x, y)` as a dataset of batches that advances a progress bar (on stderr) as it is read.
-
-    With `title=None` there is no bar. The batches are exactly those
-    `evaluate_robustness` makes from arrays with the same `batch_size`, so the
-    numbers do not depend on whether a bar is shown.
-    """
-    x = np.asarray(x, keras.config.floatx()) if np.issubdtype(x.dtype, np.floating) else x
-    n = len(y)
-    steps = max(1, -(-n // batch_size))
-
-    def generate():
-        bar = ProgressBar(steps, title=title.strip()) if title else None  # on stderr
-        for i, start in enumerate(range(0, n, batch_size)):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-            if bar is not None:
-                bar.update(i + 1)
-
-    signature = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
-    )
-    # No prefetch (tf.data injects one by default): the generator, and so the bar, then
-    # advances only when the consumer asks for the next batch, never after it stopped.
-    options = tf.data.Options()
-    options.experimental_optimization.inject_prefetch = False
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.with_options(options)
-
-
 def robustness(
     model: keras.Model,
     x: np.ndarray,
@@ -166,12 +133,17 @@ def robustness(
     **kwargs: Any,
 ) -> RobustnessReport:
     """`evaluate_robustness` on arrays, with an optional progress bar titled `title`."""
-    data = batches_with_progress(x, y, batch_size, title)
     if isinstance(attack, str):  # a name: in the box; an attack object carries its own
         attack = get_attack(attack, clip_value_min=clip_value_min, clip_value_max=clip_value_max)
     epsilons = None if epsilons is None else tuple(epsilons)
     return evaluate_robustness(
-        model, data, epsilons, attack=attack, batch_size=batch_size, **kwargs
+        model,
+        (x, y),
+        epsilons,
+        attack=attack,
+        batch_size=batch_size,
+        progress=progress_bar(len(y), batch_size, title),
+        **kwargs,
     )
 
 
