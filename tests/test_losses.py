@@ -136,3 +136,23 @@ def test_vat_trains_and_round_trips_through_a_keras_file(tmp_path):
         keras.ops.convert_to_numpy(model.predict(x, verbose=0)),
         atol=1e-6,
     )
+
+
+def test_vat_neighbour_passes_leave_batch_statistics_to_the_clean_pass():
+    # BatchNormalization on the inputs: after one step from moving_mean 0 and
+    # moving_variance 1 with momentum m, only the clean batch may have moved them:
+    # mean = (1 - m) * mean(x), variance = m + (1 - m) * var(x) (Keras: biased variance).
+    m = 0.5
+    x = np.array([[0.0, 1.0], [2.0, -1.0], [4.0, 3.0], [-2.0, 1.0]], dtype="float32")
+    y = np.array([0, -1, 2, -1])
+    base = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization(momentum=m),
+                             keras.layers.Dense(3)])  # fmt: skip
+    config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=1.0, adv_step_size=3.0)
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    bn = base.layers[0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean),
+                               (1 - m) * x.mean(0), rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               m + (1 - m) * x.var(0), rtol=1e-4)  # fmt: skip

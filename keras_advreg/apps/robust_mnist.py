@@ -48,6 +48,7 @@ class Recipe:
     warmup_epochs: int = 3
     batch_size: int = 100
     peak_learning_rate: float = 5e-3
+    adv_loss: str = "labeled"  # or "trades" (`multiplier` is then TRADES' beta)
 
     @property
     def epoch_equivalents(self) -> int:
@@ -64,6 +65,7 @@ class Recipe:
             pgd_iterations=self.pgd_iterations,
             pgd_epsilon=self.train_epsilon,
             random_init=True,
+            adv_loss=self.adv_loss,
         )
 
 

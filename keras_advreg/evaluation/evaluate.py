@@ -31,6 +31,7 @@ from keras_advreg.evaluation.checks import (
 )
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.evaluation.state import EvaluationState, batch_fingerprint, model_fingerprint
+from keras_advreg.layers.embedding_space import EmbeddingSpace
 from keras_advreg.utils import check_positive_int, require_backend
 
 # The sanity comparison of a weak attack (FGSM, PGD) with `warn=True`: APGD-CE with
@@ -269,7 +270,10 @@ def evaluate_robustness(
         report.warnings.insert(0, _randomness_message(requested, attack, found, found["examples"]))
         report.config["randomness_check"] = found
     report.config["input_range"] = "model" if declared else "arguments"
-    if is_unbounded(attack):
+    if isinstance(model, EmbeddingSpace):  # no box in embedding space
+        report.config["input_range"] = None
+        report.config["space"] = model.units
+    elif is_unbounded(attack):
         report.config["input_range"] = None
         report.warnings.append(UNBOUNDED)
     if outside is not None:

@@ -89,7 +89,10 @@ class RobustnessReport:
     @property
     def units(self) -> str:
         """The inputs' range the epsilons are measured in, e.g. `"inputs in [0, 255]"`
-        (`"unbounded inputs"` when the attack had no clip values)."""
+        (`"unbounded inputs"` when the attack had no clip values; the offsets' layers for
+        a model wrapped in `keras_advreg.layers.EmbeddingSpace`)."""
+        if self.config.get("space"):
+            return self.config["space"]
         lo, hi = self.config.get("clip_value_min"), self.config.get("clip_value_max")
         if lo is None and hi is None:
             return "unbounded inputs"
@@ -105,6 +108,8 @@ class RobustnessReport:
     def __str__(self) -> str:
         title = f"{self.description or self.attack.upper()} ({self.norm})"
         clip = (self.config.get("clip_value_min"), self.config.get("clip_value_max"))
+        if self.config.get("space"):
+            title += ", embedding space"
         title += ", unclipped" if clip == (None, None) else f", clipped to [{clip[0]}, {clip[1]}]"
         if self.config.get("input_range") == "model":
             title += " (the model's InputRange)"

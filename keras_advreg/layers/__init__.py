@@ -5,6 +5,7 @@ the model (`input_range.py`), 1-Lipschitz layers for certified robustness (`lips
 tensors (`perturbation.py`)."""
 
 from keras_advreg.layers.activations import GroupSort
+from keras_advreg.layers.embedding_space import EmbeddingSpace
 from keras_advreg.layers.input_range import InputRange
 from keras_advreg.layers.lipschitz import (
     L2NormPooling2D,
@@ -16,6 +17,7 @@ from keras_advreg.layers.perturbation import AdversarialPerturbation
 
 __all__ = [
     "AdversarialPerturbation",
+    "EmbeddingSpace",
     "GroupSort",
     "InputRange",
     "L2NormPooling2D",

@@ -40,6 +40,7 @@ from keras_advreg.training.config import AdvConfig
 from keras_advreg.training.neighbor import Neighbors, finite
 from keras_advreg.training.routing import call_base, dense_features, require_loss, unpack
 from keras_advreg.training.strategies import check_backend_support, check_target, strategy_for
+from keras_advreg.training.strategy import batch_statistics
 from keras_advreg.training.targets import target_for
 
 
@@ -175,6 +176,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         input_grads = _unscaled(model, input_grads, optimizer_values)
 
     # 2. The neighbour (its gradient is stopped).
+    after_clean = list(non_trainable)
     objective = strategy.objective(model, labels, jax.lax.stop_gradient(y_pred), sample_weight)
     random = config.random_init or strategy.search in ("random", "power")
     seeds = _seeds(_seed_key(model, counter)) if random else None
@@ -211,6 +213,10 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         )
     else:
         _, (scaled_adv_loss, non_trainable) = adversarial(trainable, non_trainable)
+    if strategy.keeps_batch_statistics and training:  # the clean pass's statistics
+        non_trainable = list(non_trainable)
+        for i in batch_statistics(model):
+            non_trainable[i] = after_clean[i]
     total = loss + scaled_adv_loss
     logs, metrics = _record(
         model, metrics, features, sup_labels, sup_weight, y_pred, total, scaled_adv_loss

@@ -209,6 +209,7 @@ class VatLoss(AdversarialLoss):
 
     name = "vat"
     search = "power"
+    keeps_batch_statistics = True
 
     def check_loss(self, loss):
         classification_from_logits(loss, self.name)

@@ -13,7 +13,9 @@ setting (`adv_loss`, or "free" training when `free_replays` is set), listed in
   adversarial training's power iteration);
 - `supervised(labels, sample_weight)`: the labels and weights of the supervised term
   (VAT drops unlabeled examples there);
-- `check_loss(loss)`, called by `compile`: errors before training.
+- `check_loss(loss)`, called by `compile`: errors before training;
+- `keeps_batch_statistics`: the neighbour's passes run in training mode but leave the
+  moving statistics of batch normalization to the clean pass (`batch_statistics()`).
 
 The TensorFlow step (`training/tf_step.py`) and the JAX step (`training/jax_step.py`)
 run any strategy: each implements the three searches for its backend. A strategy that
@@ -37,6 +39,9 @@ class AdversarialLoss:
     backends: ClassVar[tuple[str, ...]] = ("tensorflow", "jax")
     #: Whether the strategy runs at `AdversarialPerturbation` layers.
     at_layers: ClassVar[bool] = True
+    #: Whether the neighbour's passes leave the moving statistics of batch normalization
+    #: as the clean pass left them (VAT, as Miyato et al.: the statistics describe the data).
+    keeps_batch_statistics: ClassVar[bool] = False
 
     def check_loss(self, loss: Any) -> None:
         """Raises when the compiled `loss` does not suit the term (called by `compile`)."""
@@ -64,4 +69,19 @@ class AdversarialLoss:
         return None
 
 
-__all__ = ["AdversarialLoss"]
+#: The names of the moving statistics of Keras' `BatchNormalization` (and its synchronized
+#: variant): the non-trainable variables a strategy with `keeps_batch_statistics` restores.
+BATCH_STATISTICS = ("moving_mean", "moving_variance")
+
+
+def batch_statistics(model: Any) -> list[int]:
+    """Indices, in `model.non_trainable_variables`, of the moving statistics of batch
+    normalization (variables named "moving_mean" or "moving_variance")."""
+    return [
+        i
+        for i, v in enumerate(model.non_trainable_variables)
+        if v.name.split("/")[-1].split(":")[0] in BATCH_STATISTICS
+    ]
+
+
+__all__ = ["BATCH_STATISTICS", "AdversarialLoss", "batch_statistics"]

@@ -77,6 +77,7 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
         )
     config = target.config(strategy.neighbor_config(model.adv_config))
     objective = strategy.objective(model, labels, y_pred, sample_weight)
+    kept = kept_statistics(model, strategy, training)
     # The perturbation is a constant for the weights' gradient (NSL stops its gradient), so
     # the outer tape need not record how it is found.
     if outer_tape is not None:
@@ -86,9 +87,24 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
         adv = neighbour(strategy, target, config, objective, labels, loss, input_tape)
     adv = tf.nest.map_structure(tf.stop_gradient, adv)
     adv_pred = target.call(adv)
+    for variable, value in kept:  # the clean pass's statistics (see `keeps_batch_statistics`)
+        variable.assign(value)
     term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
     scaled_adv_loss = model.adv_config.multiplier * term
     return y_pred, loss, scaled_adv_loss, (sup_labels, sup_weight)
+
+
+def kept_statistics(model, strategy, training) -> list:
+    """`(variable, value after the clean pass)` of the batch-normalization statistics the
+    strategy keeps from the neighbour's passes (none when not training)."""
+    import tensorflow as tf
+
+    from keras_advreg.training.strategy import batch_statistics
+
+    if not (strategy.keeps_batch_statistics and training):
+        return []
+    variables = model.non_trainable_variables
+    return [(variables[i], tf.identity(variables[i].value)) for i in batch_statistics(model)]
 
 
 def neighbour(strategy, target, config, objective, labels, labeled_loss, tape):
@@ -142,4 +158,4 @@ def neighbors_masked(neighbors, grads):
     return {k: neighbors.masked(k, g) for k, g in grads.items()}
 
 
-__all__ = ["forward", "neighbour", "test_step", "train_step"]
+__all__ = ["forward", "kept_statistics", "neighbour", "test_step", "train_step"]
