@@ -140,9 +140,10 @@ def evaluate(
 ) -> dict:
     """Clean, FGSM, PGD-40 and AutoAttack accuracy at `epsilon`, with their times.
 
-    AutoAttack runs APGD-CE and APGD-T (9 targets) on every example, and the full
-    standard cascade (with Square, 5000 queries) on the first `SQUARE_EXAMPLES`: Square
-    costs 5000 forward passes per robust example. `write(results)` is called after each
+    The gradient members of the standard AutoAttack (APGD-CE, APGD-T and FAB-T, 9 targets
+    each) run on every example, and the whole standard cascade (with Square, 5000 queries)
+    on the first `SQUARE_EXAMPLES`: Square costs 5000 forward passes per robust example.
+    Each result records the attack's description and its full config. `write(results)` is called after each
     attack, so a long run leaves what it measured.
     """
     box = dict(clip_value_min=0.0, clip_value_max=1.0)
@@ -161,6 +162,7 @@ def evaluate(
         out[key] = {
             "accuracy": report.accuracy[epsilon],
             "attack": report.description,
+            "attack_config": {"name": attack.name, **attack.get_config()},
             "examples": count,
             "broken_by": report.broken_by[epsilon],
             "seconds": time.perf_counter() - start,
