@@ -73,7 +73,20 @@ class Recipe:
 SQUARE_EXAMPLES = 1000
 
 RECIPES = {
-    0.3: Recipe(0.3, 0.3, 32, 200, pgd_iterations=2, step_ratio=0.75, multiplier=4.0, epochs=10),
+    # fmt: off
+    0.3: Recipe(
+        0.3,
+        0.3,
+        32,
+        200,
+        pgd_iterations=3,
+        step_ratio=0.5,
+        multiplier=6.0,
+        epochs=20,
+        warmup_epochs=5,
+        adv_loss="trades",
+    ),
+    # fmt: on
     0.2: Recipe(0.2, 0.3, 16, 100, pgd_iterations=1, step_ratio=1.25, multiplier=3.0, epochs=13),
 }
 
@@ -190,7 +203,9 @@ def run(
         raise ValueError(f"`epsilon` must be one of 0.2, 0.3. Received: epsilon={epsilon!r}")
     recipe = RECIPES[epsilon]
     if epochs is not None:
-        recipe = dataclasses.replace(recipe, epochs=epochs, warmup_epochs=min(3, epochs))
+        recipe = dataclasses.replace(
+            recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs)
+        )
     keras.utils.set_random_seed(seed)
     kwargs = dict(data_dir=data_dir, manual_dir=manual_dir)
     train_data = load_mnist_train(
