@@ -2,10 +2,11 @@
 
 The recipe (chosen by measurement on a 2-core CPU; see README "Robust training"):
 
-- eps 0.3: a conv(32, 4x4, /2)-conv(64, 4x4, /2)-fc200 network, PGD-2 neighbours from a
-  random start (step 0.75 eps), NSL's loss with multiplier 4 (the adversarial term about
-  80% of the objective), epsilon warmed up over 3 epochs, Adam with a triangular learning
-  rate peaking at 5e-3, batch 100, 10 epochs: 40 epoch-equivalents of compute.
+- eps 0.3: a conv(32, 4x4, /2)-conv(64, 4x4, /2)-fc200 network trained with TRADES
+  (beta 6: `AdvConfig(adv_loss="trades", multiplier=6)`), its neighbour found by 3 PGD
+  steps of 0.5 eps from a random start, epsilon warmed up over 5 epochs, Adam with a
+  triangular learning rate peaking at 5e-3, batch 100, 20 epochs: 100 epoch-equivalents of
+  compute (clean + 3 steps + neighbour per epoch).
 - eps 0.2: the smaller conv(16)-conv(32)-fc100 network of Wong et al., "fast" FGSM
   neighbours from a random start (step 1.25 eps) trained at eps 0.3 (margin for the
   evaluation at 0.2), multiplier 3, 13 epochs.
