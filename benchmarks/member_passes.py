@@ -38,6 +38,16 @@ from keras_advreg.evaluation import evaluate_robustness  # noqa: E402
 EPS = 1e-4  # below every example's distance to the boundary: no early stop
 
 
+def batched(passes, batch: int):
+    """`run(x, y)`: `passes` over each batch of `x, y`, waiting for its result."""
+
+    def run(x, y):
+        for start in range(0, len(x), batch):
+            passes(x[start : start + batch], y[start : start + batch]).numpy()
+
+    return run
+
+
 def make_floor(model: keras.Model, steps: int, batch: int):
     """FAB-T's passes over each batch in one `tf.while_loop`: `steps` x (forward+backward of
     one logit difference, forward), then one forward+backward and two forward passes."""
@@ -65,11 +75,7 @@ def make_floor(model: keras.Model, steps: int, batch: int):
         _, xa, acc = tf.while_loop(lambda i, *_: i < steps, body, (0, x + 0.0 * g, acc))
         return acc + tf.reduce_sum(model(xa, training=False))
 
-    def run(x, y):
-        for start in range(0, len(x), batch):
-            passes(x[start : start + batch], y[start : start + batch]).numpy()
-
-    return run
+    return batched(passes, batch)
 
 
 def make_apgd_floor(model: keras.Model, steps: int, batch: int):
@@ -94,11 +100,7 @@ def make_apgd_floor(model: keras.Model, steps: int, batch: int):
         _, xa, acc = tf.while_loop(lambda i, *_: i < steps, body, (0, x + 0.0 * g, value))
         return acc
 
-    def run(x, y):
-        for start in range(0, len(x), batch):
-            passes(x[start : start + batch], y[start : start + batch]).numpy()
-
-    return run
+    return batched(passes, batch)
 
 
 def make_ours(model: keras.Model, steps: int, batch: int, member: str = "fab-t"):

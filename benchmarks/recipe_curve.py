@@ -26,7 +26,6 @@ from keras_advreg.apps.reporting import versions
 from keras_advreg.attacks import AutoAttack
 from keras_advreg.data.datasets import load_mnist_test, load_mnist_train
 from keras_advreg.evaluation import evaluate_robustness
-from keras_advreg.training import AdversarialRegularization, EpsilonSchedule
 
 BOX = dict(clip_value_min=0.0, clip_value_max=1.0)
 
@@ -52,9 +51,11 @@ def measure(model, x, y, attack) -> dict:
 
 
 class Curve(keras.callbacks.Callback):
-    def __init__(self, base, x, y, epochs_at, recipe, seed, out, write):
+    """Measures the network (`self.model.base_model`) at the end of the epochs `epochs_at`."""
+
+    def __init__(self, x, y, epochs_at, recipe, seed, out, write):
         super().__init__()
-        self.base, self.x, self.y, self.at = base, x, y, set(epochs_at)
+        self.x, self.y, self.at = x, y, set(epochs_at)
         self.recipe, self.seed, self.out, self.write = recipe, seed, out, write
         self.cpu = time.process_time()
 
@@ -62,9 +63,8 @@ class Curve(keras.callbacks.Callback):
         done = epoch + 1
         cpu = time.process_time() - self.cpu
         if done in self.at:
-            point = measure(
-                self.base, self.x, self.y, gradient_attack(self.recipe.epsilon, self.seed)
-            )
+            base = self.model.base_model
+            point = measure(base, self.x, self.y, gradient_attack(self.recipe.epsilon, self.seed))
             point["epoch"] = done
             point["epoch_equivalents"] = done * (2 + self.recipe.pgd_iterations)
             point["training_cpu_before"] = cpu
@@ -127,18 +127,10 @@ def main() -> None:
             json.dump(out, f, indent=2)
             f.write("\n")
 
-    base = robust_mnist.build_network(recipe)
-    model = AdversarialRegularization(base, adv_config=recipe.adv_config())
-    model.compile(keras.optimizers.Adam(0.0), robust_mnist.LOSS, metrics=["accuracy"])
     at = [int(e) for e in a.curve_at.split(",") if e]
-    callbacks = [
-        EpsilonSchedule(recipe.train_epsilon, recipe.warmup_epochs),
-        robust_mnist.TriangularLearningRate(recipe.peak_learning_rate, recipe.epochs * steps),
-        Curve(base, x[: a.curve_examples], y[: a.curve_examples], at, recipe, a.seed, out, write),
-    ]
-    wall, cpu = time.perf_counter(), time.process_time()
-    model.fit(train_data, epochs=recipe.epochs, callbacks=callbacks, verbose=2)
-    out["training_seconds"] = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+    curve = Curve(x[: a.curve_examples], y[: a.curve_examples], at, recipe, a.seed, out, write)
+    base, wall, cpu = robust_mnist.train(recipe, train_data, steps, callbacks=[curve])
+    out["training_seconds"] = {"wall": wall, "cpu": cpu}
     out["training_seconds"]["cpu_in_curve"] = sum(c["seconds"]["cpu"] for c in out["curve"])
     base.compile(keras.optimizers.Adam(), robust_mnist.LOSS, metrics=["accuracy"])
     if a.save:

@@ -125,14 +125,22 @@ class TriangularLearningRate(keras.callbacks.Callback):
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def train(recipe: Recipe, train_data: Any, steps_per_epoch: int, verbose: int = 1):
-    """Trains the recipe's network; returns it and the wall/CPU seconds."""
+def train(
+    recipe: Recipe,
+    train_data: Any,
+    steps_per_epoch: int,
+    verbose: int = 1,
+    callbacks: list | None = None,
+):
+    """Trains the recipe's network; returns it and the wall/CPU seconds. `callbacks` run
+    after the recipe's own (their `self.model.base_model` is the network)."""
     base = build_network(recipe)
     model = AdversarialRegularization(base, adv_config=recipe.adv_config())
     model.compile(keras.optimizers.Adam(0.0), LOSS, metrics=["accuracy"])
     callbacks = [
         EpsilonSchedule(recipe.train_epsilon, recipe.warmup_epochs),
         TriangularLearningRate(recipe.peak_learning_rate, recipe.epochs * steps_per_epoch),
+        *(callbacks or []),
     ]
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(train_data, epochs=recipe.epochs, callbacks=callbacks, verbose=fit_verbosity(verbose))

@@ -73,9 +73,8 @@ class EmbeddingSpace(keras.Model):
                 "`EmbeddingSpace` needs a model with an `AdversarialPerturbation` layer (placed "
                 f"after its `Embedding`). Received: model={model.name!r} with none."
             )
-        floating = [
-            t.name for t in model.inputs or [] if keras.backend.is_float_dtype(t.dtype)
-        ] if getattr(model, "inputs", None) else []  # fmt: skip
+        inputs = getattr(model, "inputs", None) or []  # none known for a subclassed model
+        floating = [t.name for t in inputs if keras.backend.is_float_dtype(t.dtype)]
         if floating:
             raise ValueError(
                 "`EmbeddingSpace` attacks the offsets only, and a model's floating-point inputs "
