@@ -83,6 +83,21 @@ def test_error(model, x, y) -> float:
     return float(np.mean(np.argmax(logits, -1) != y))
 
 
+def population_error(model, x_train, x_test, y_test) -> float:
+    """Test error with each batch normalization layer's statistics set to those of its inputs
+    over `x_train` (layer by layer, each after the ones before it), on a copy of the model."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            inputs = keras.Model(copy.inputs, layer.input).predict(x_train, batch_size=2000, verbose=0)
+            layer.moving_mean.assign(inputs.mean(0))
+            layer.moving_variance.assign(inputs.var(0))
+    return test_error(copy, x_test, y_test)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mnist-dir", type=Path, default=DEFAULT_MNIST)
@@ -102,6 +117,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="train this many epochs (with a cosine decay of the learning "
                              "rate to 0 over them) instead of until --cpu-budget")  # fmt: skip
+    parser.add_argument("--decay-rate", type=float, default=None,
+                        help="multiply the learning rate by this after every epoch (the "
+                             "reference's 0.9 per 500 updates) instead of the cosine decay")  # fmt: skip
+    parser.add_argument("--population-stats", action="store_true",
+                        help="also report the test error with batch normalization's statistics "
+                             "recomputed over the whole training set (the reference's last step)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -141,7 +162,11 @@ def main() -> None:
     )
     model = keras_advreg.AdversarialRegularization(base, adv_config=config)
     rate = args.lr
-    if args.epochs:
+    if args.decay_rate:
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            args.lr, args.steps_per_epoch, args.decay_rate, staircase=True
+        )
+    elif args.epochs:
         rate = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * args.steps_per_epoch)
     model.compile(keras.optimizers.Adam(rate), ce)
     batches = semi_supervised_batches(
@@ -158,6 +183,8 @@ def main() -> None:
         cpu_epoch = time.process_time() - e0
         row = {"epoch": epoch, "updates": epoch * args.steps_per_epoch,
                "test_error": test_error(base, xte, yte),
+               **({"test_error_population_stats": population_error(base, xtr, xte, yte)}
+                  if args.population_stats else {}),
                "vat_term": float(history.history["scaled_adversarial_loss"][-1]),
                "cpu_s_epoch": round(cpu_epoch, 1),
                "cpu_ms_per_step": round(1000 * cpu_epoch / args.steps_per_epoch, 2),

@@ -86,6 +86,34 @@ def test_vat_term_equals_the_hand_computed_kl(at_layer):
     assert logs["accuracy"] == float(np.argmax(p0) == 1)
 
 
+@pytest.mark.parametrize("step", ["fit", "evaluate"])
+def test_metrics_count_only_labeled_examples(step):
+    # x0 is predicted class 0, x1 class 1 (logits X @ W + B, by hand: [0.61, -0.67, 0.49]
+    # and [-0.05, 0.35, -0.59]). Labeled: x0 as 0 (right), x1 as 0 (wrong); three unlabeled
+    # copies of x0, which an accuracy over the whole batch would count as right (their
+    # masked label is 0): 0.8 instead of 0.5, and 0.92 weighted instead of 0.75.
+    x = X[[0, 1, 0, 0, 0]]
+    y = np.array([0, 0, -1, -1, -1])
+    weights = np.array([3.0, 1.0, 5.0, 5.0, 5.0], dtype="float32")
+    config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=1.0, adv_step_size=0.1)
+    model = keras_advreg.AdversarialRegularization(_linear(False), adv_config=config)
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        LOGITS_CE,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_acc")],
+    )
+    if step == "fit":
+        logs = model.fit(x, y, sample_weight=weights, batch_size=5, verbose=0).history
+        logs = {k: v[-1] for k, v in logs.items()}
+    else:
+        logs = model.evaluate(
+            x, y, sample_weight=weights, batch_size=5, verbose=0, return_dict=True
+        )
+    assert logs["acc"] == pytest.approx(0.5)
+    assert logs["weighted_acc"] == pytest.approx(3.0 / 4.0)
+
+
 def test_unlabeled_examples_do_not_move_the_supervised_step():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 2)).astype("float32")

@@ -128,3 +128,23 @@ def inbound_tensors(layer: Any) -> list | None:
     for node in nodes:
         tensors.extend(getattr(node, "input_tensors", None) or [])
     return tensors
+
+
+def compute_selected_metrics(model: Any, y: Any, y_pred: Any, selection: Any, sample_weight: Any):
+    """`model.compute_metrics` over a selection of the batch: every compiled metric (those of
+    `compile(metrics=...)`, which Keras updates without weights, and `weighted_metrics=`)
+    counts only the examples whose `selection` is 1; the weighted ones also weigh them by
+    `sample_weight`. Returns the metrics' results (Keras' `get_metrics_result`)."""
+    container = getattr(model, "_compile_metrics", None)
+    if container is not None:
+        if not container.built:
+            container.build(y, y_pred)
+        ys, preds = container._flatten_y(y), container._flatten_y(y_pred)
+        for metrics, weight in (
+            (container._flat_metrics, selection),
+            (container._flat_weighted_metrics, sample_weight),
+        ):
+            for metric, y_t, y_p in zip(metrics, ys, preds):
+                if metric:
+                    metric.update_state(y_t, y_p, sample_weight=weight)
+    return model.get_metrics_result()

@@ -41,6 +41,7 @@ class FreeTraining(AdversarialLoss):
         from keras_advreg.backend.nsl_private import NeighborSteps
         from keras_advreg.ball import random_in_norm_ball
         from keras_advreg.training.logs import record
+        from keras_advreg.training.strategy import Supervised
 
         require_loss(model, "Training needs")
         config = model.adv_config
@@ -67,5 +68,6 @@ class FreeTraining(AdversarialLoss):
             grads = tape.gradient(scaled, trainable + watched)  # one backward pass for both
             model.optimizer.apply_gradients(zip(grads[: len(trainable)], trainable))
             delta = steps.step(perturbed, grads[len(trainable) :])
-            metrics = record(model, inputs, labels, sample_weight, y_pred, loss, loss)
+            supervised = Supervised(labels, sample_weight, None, sample_weight)
+            metrics = record(model, inputs, supervised, y_pred, loss, loss)
         return metrics

@@ -37,6 +37,7 @@ import numpy as np
 
 from keras_advreg.backend.keras_internals import loss_tracker
 from keras_advreg.training.config import AdvConfig
+from keras_advreg.training.logs import compute_metrics
 from keras_advreg.training.neighbor import Neighbors, finite
 from keras_advreg.training.routing import call_base, dense_features, require_loss, unpack
 from keras_advreg.training.strategies import check_backend_support, check_target, strategy_for
@@ -149,7 +150,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     check_target(strategy, target.at_layers)
     config = target.config(strategy.neighbor_config(model.adv_config))
     neighbors = Neighbors(target.origin, config)
-    sup_labels, sup_weight = strategy.supervised(labels, sample_weight)
+    supervised = strategy.supervised(labels, sample_weight)
     scaled_loss = _loss_scaler(model, optimizer_values) if training else None
 
     # 1. The clean pass: the supervised loss, its weight gradient and its input gradient.
@@ -157,7 +158,8 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         def fn():
             y_pred = target.call(neighbors.features_of(dense))
             loss = model.compute_loss(
-                x=features, y=sup_labels, y_pred=y_pred, sample_weight=sup_weight,
+                x=features, y=supervised.labels, y_pred=y_pred,
+                sample_weight=supervised.loss_weight,
                 training=training,
             )  # fmt: skip
             return loss, y_pred
@@ -218,9 +220,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         for i in batch_statistics(model):
             non_trainable[i] = after_clean[i]
     total = loss + scaled_adv_loss
-    logs, metrics = _record(
-        model, metrics, features, sup_labels, sup_weight, y_pred, total, scaled_adv_loss
-    )
+    logs, metrics = _record(model, metrics, features, supervised, y_pred, total, scaled_adv_loss)
     return logs, trainable, non_trainable, metrics, optimizer_values
 
 
@@ -294,7 +294,7 @@ def _power_neighbour(model, neighbors, call, objective, trainable, non_trainable
     return neighbors.apply(offsets), state["non_trainable"]
 
 
-def _record(model, metrics, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
+def _record(model, metrics, features, supervised, y_pred, total, scaled_adv_loss):
     """The TensorFlow step's `_record`, statelessly: logs and the new metrics values."""
     batch_size = keras.tree.flatten(features)[0].shape[0]
     mapping = list(zip(model.metrics_variables, metrics))
@@ -304,7 +304,7 @@ def _record(model, metrics, features, labels, sample_weight, y_pred, total, scal
         model.scaled_adversarial_loss_tracker.update_state(
             scaled_adv_loss, sample_weight=batch_size
         )
-        logs = model.compute_metrics(features, labels, y_pred, sample_weight=sample_weight)
+        logs = compute_metrics(model, features, supervised, y_pred)
     return logs, _current(scope, model.metrics_variables)
 
 

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from keras_advreg.backend.keras_internals import loss_tracker, unscale_loss_for_distribution
+from keras_advreg.backend.keras_internals import (
+    compute_selected_metrics,
+    loss_tracker,
+    unscale_loss_for_distribution,
+)
 
 
-def record(model, features, labels, sample_weight, y_pred, total, scaled_adv_loss):
-    """Updates the loss trackers and the compiled metrics; returns the logs."""
+def compute_metrics(model, features, supervised, y_pred):
+    """Updates the compiled metrics on the examples `supervised` (a `Supervised`) selects;
+    returns the logs."""
+    if supervised.selection is None:
+        return model.compute_metrics(
+            features, supervised.labels, y_pred, sample_weight=supervised.metric_weight
+        )
+    return compute_selected_metrics(
+        model, supervised.labels, y_pred, supervised.selection, supervised.metric_weight
+    )
+
+
+def record(model, features, supervised, y_pred, total, scaled_adv_loss):
+    """Updates the loss trackers and the compiled metrics (`supervised`: a `Supervised`);
+    returns the logs."""
     import tensorflow as tf
 
     batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
@@ -17,7 +34,7 @@ def record(model, features, labels, sample_weight, y_pred, total, scaled_adv_los
     model.scaled_adversarial_loss_tracker.update_state(
         unscale_loss_for_distribution(scaled_adv_loss), sample_weight=batch_size
     )
-    return model.compute_metrics(features, labels, y_pred, sample_weight=sample_weight)
+    return compute_metrics(model, features, supervised, y_pred)
 
 
-__all__ = ["record"]
+__all__ = ["compute_metrics", "record"]

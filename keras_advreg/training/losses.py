@@ -19,7 +19,7 @@ from typing import Any
 import keras
 
 from keras_advreg.training.config import ADV_LOSSES
-from keras_advreg.training.strategy import AdversarialLoss
+from keras_advreg.training.strategy import AdversarialLoss, Supervised
 
 _CLASSIFICATION_LOSSES = (
     "sparse_categorical_crossentropy",
@@ -105,21 +105,28 @@ def kl_divergence(clean_log: Any, log_q: Any, sample_weight: Any = None) -> Any:
     return ops.sum(w * kl) / count
 
 
+def labeled_mask(labels: Any) -> Any:
+    """`(batch,)` float32: 1 for a labeled example, 0 for an unlabeled one (label all `-1`)."""
+    ops = keras.ops
+    y = ops.convert_to_tensor(labels)
+    flat = ops.reshape(y, (ops.shape(y)[0], -1))
+    unlabeled = ops.all(ops.equal(flat, ops.cast(-1, flat.dtype)), axis=-1)
+    return ops.cast(ops.logical_not(unlabeled), "float32")
+
+
 def mask_unlabeled(labels: Any, sample_weight: Any) -> tuple[Any, Any]:
     """Labels with every entry `-1` mark unlabeled examples: they get label 0 and weight 0;
     the labeled examples' weights are scaled by `batch / #labeled`, so that a loss averaged
     over the batch is the average over the labeled examples."""
     ops = keras.ops
     y = ops.convert_to_tensor(labels)
-    flat = ops.reshape(y, (ops.shape(y)[0], -1))
-    unlabeled = ops.all(ops.equal(flat, ops.cast(-1, flat.dtype)), axis=-1)
-    labeled = ops.cast(ops.logical_not(unlabeled), "float32")
+    labeled = labeled_mask(y)
     count = ops.sum(labeled)
     batch = ops.cast(ops.shape(labeled)[0], "float32")
     weights = labeled * batch / ops.maximum(count, 1.0)
     if sample_weight is not None:
         weights = weights * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    keep = ops.reshape(ops.logical_not(unlabeled), (-1,) + (1,) * (len(y.shape) - 1))
+    keep = ops.reshape(ops.cast(labeled, "bool"), (-1,) + (1,) * (len(y.shape) - 1))
     return ops.where(keep, y, ops.zeros_like(y)), weights
 
 
@@ -215,7 +222,14 @@ class VatLoss(AdversarialLoss):
         classification_from_logits(loss, self.name)
 
     def supervised(self, labels, sample_weight):
-        return mask_unlabeled(labels, sample_weight)
+        sup_labels, sup_weight = mask_unlabeled(labels, sample_weight)
+        selection = labeled_mask(labels)
+        metric_weight = selection
+        if sample_weight is not None:
+            metric_weight = selection * keras.ops.reshape(
+                keras.ops.cast(sample_weight, "float32"), (-1,)
+            )
+        return Supervised(sup_labels, sup_weight, selection, metric_weight)
 
     def objective(self, model, labels, clean_pred, sample_weight):
         from_logits = classification_from_logits(model.loss, self.name)
@@ -236,6 +250,7 @@ __all__ = [
     "VatLoss",
     "classification_from_logits",
     "kl_divergence",
+    "labeled_mask",
     "log_probabilities",
     "mask_unlabeled",
     "normalized",

@@ -11,8 +11,8 @@ setting (`adv_loss`, or "free" training when `free_replays` is set), listed in
   gradient of the labeled loss, then PGD steps on `objective`, or from a random start with
   `random_init`), `"random"` (a random start, then PGD steps), or `"power"` (virtual
   adversarial training's power iteration);
-- `supervised(labels, sample_weight)`: the labels and weights of the supervised term
-  (VAT drops unlabeled examples there);
+- `supervised(labels, sample_weight)`: the labels and weights of the supervised term, and
+  the examples the metrics count (VAT drops unlabeled examples from both);
 - `check_loss(loss)`, called by `compile`: errors before training;
 - `keeps_batch_statistics`: the neighbour's passes run in training mode but leave the
   moving statistics of batch normalization to the clean pass (`batch_statistics()`).
@@ -25,7 +25,21 @@ subclass plus its name in `AdvConfig`'s `adv_loss` choices.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
+
+
+class Supervised(NamedTuple):
+    """What the supervised loss and the compiled metrics see of a batch."""
+
+    #: The labels of the supervised loss and the metrics.
+    labels: Any
+    #: The sample weights of the supervised loss.
+    loss_weight: Any
+    #: None when the metrics count every example, else `(batch,)` 1 for the examples
+    #: they count and 0 for the others (all compiled metrics, weighted or not).
+    selection: Any
+    #: The sample weights of the weighted metrics (`compile(weighted_metrics=...)`).
+    metric_weight: Any
 
 
 class AdversarialLoss:
@@ -46,9 +60,9 @@ class AdversarialLoss:
     def check_loss(self, loss: Any) -> None:
         """Raises when the compiled `loss` does not suit the term (called by `compile`)."""
 
-    def supervised(self, labels: Any, sample_weight: Any) -> tuple[Any, Any]:
-        """The labels and sample weights of the supervised (labeled) loss and metrics."""
-        return labels, sample_weight
+    def supervised(self, labels: Any, sample_weight: Any) -> Supervised:
+        """The labels and weights of the supervised (labeled) loss and of the metrics."""
+        return Supervised(labels, sample_weight, None, sample_weight)
 
     def objective(self, model: Any, labels: Any, clean_pred: Any, sample_weight: Any):
         """`pred -> scalar`: what the neighbour search maximises."""
@@ -84,4 +98,4 @@ def batch_statistics(model: Any) -> list[int]:
     ]
 
 
-__all__ = ["BATCH_STATISTICS", "AdversarialLoss", "batch_statistics"]
+__all__ = ["BATCH_STATISTICS", "AdversarialLoss", "Supervised", "batch_statistics"]

@@ -43,7 +43,7 @@ def train_step(model: Any, data: Any) -> dict:
     trainable = model.trainable_weights
     gradients = tape.gradient(scaled_total, trainable)
     model.optimizer.apply_gradients(zip(gradients, trainable))
-    return record(model, features, *supervised, y_pred, total, scaled_adv_loss)
+    return record(model, features, supervised, y_pred, total, scaled_adv_loss)
 
 
 def test_step(model: Any, data: Any) -> dict:
@@ -56,24 +56,28 @@ def test_step(model: Any, data: Any) -> dict:
         model, strategy, features, labels, sample_weight, extras, False
     )
     total = loss + scaled_adv_loss
-    return record(model, features, *supervised, y_pred, total, scaled_adv_loss)
+    return record(model, features, supervised, y_pred, total, scaled_adv_loss)
 
 
 def forward(model, strategy, features, labels, sample_weight, extras, training, outer_tape=None):
-    """Returns the clean prediction, the supervised loss, the scaled adversarial term and the
-    `(labels, sample_weight)` of the supervised loss."""
+    """Returns the clean prediction, the supervised loss, the scaled adversarial term and
+    what the supervised loss and the metrics see of the batch (a `Supervised`)."""
     import tensorflow as tf
 
     require_loss(model, "Training and evaluation need")
     features = tf.nest.map_structure(tf.convert_to_tensor, features)
     target = target_for(model, features, extras, training)
     check_target(strategy, target.at_layers)
-    sup_labels, sup_weight = strategy.supervised(labels, sample_weight)
+    supervised = strategy.supervised(labels, sample_weight)
     with tf.GradientTape(watch_accessed_variables=False) as input_tape:
         input_tape.watch(target.dense)
         y_pred = target.call(target.origin)
         loss = model.compute_loss(
-            x=features, y=sup_labels, y_pred=y_pred, sample_weight=sup_weight, training=training
+            x=features,
+            y=supervised.labels,
+            y_pred=y_pred,
+            sample_weight=supervised.loss_weight,
+            training=training,
         )
     config = target.config(strategy.neighbor_config(model.adv_config))
     objective = strategy.objective(model, labels, y_pred, sample_weight)
@@ -91,7 +95,7 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
         variable.assign(value)
     term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
     scaled_adv_loss = model.adv_config.multiplier * term
-    return y_pred, loss, scaled_adv_loss, (sup_labels, sup_weight)
+    return y_pred, loss, scaled_adv_loss, supervised
 
 
 def kept_statistics(model, strategy, training) -> list:
