@@ -37,6 +37,11 @@ import numpy as np
 
 from keras_advreg.backend.keras_internals import loss_tracker
 from keras_advreg.training.config import AdvConfig
+from keras_advreg.training.labeled_pass import (
+    gather_batch,
+    labeled_fill_indices,
+    separates_labeled,
+)
 from keras_advreg.training.logs import compute_metrics
 from keras_advreg.training.neighbor import Neighbors, finite
 from keras_advreg.training.routing import call_base, dense_features, require_loss, unpack
@@ -153,10 +158,21 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     supervised = strategy.supervised(labels, sample_weight)
     scaled_loss = _loss_scaler(model, optimizer_values) if training else None
 
+    # With unlabeled examples and batch normalization, the supervised loss runs on a batch
+    # of labeled examples only (`training/labeled_pass.py`).
+    separate = separates_labeled(strategy, model, training)
+    if separate:
+        indices = labeled_fill_indices(supervised.selection)
+        labeled_batch = gather_batch(features, indices), gather_batch(extras, indices)
+    before = non_trainable
+
     # 1. The clean pass: the supervised loss, its weight gradient and its input gradient.
     def clean(trainable, dense, non_trainable, metrics):
         def fn():
-            y_pred = target.call(neighbors.features_of(dense))
+            if separate:
+                y_pred = call_base(model, *labeled_batch, training=training)
+            else:
+                y_pred = target.call(neighbors.features_of(dense))
             loss = model.compute_loss(
                 x=features, y=supervised.labels, y_pred=y_pred,
                 sample_weight=supervised.loss_weight,
@@ -176,6 +192,12 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     input_grads = grads[-1]
     if training:
         input_grads = _unscaled(model, input_grads, optimizer_values)
+
+    sup_pred = y_pred
+    if separate:  # the strategy's clean pass on the whole batch; its statistics are kept
+        whole = lambda: target.call(neighbors.features_of(neighbors.dense))  # noqa: E731
+        y_pred, non_trainable, _ = _run(model, whole, trainable, before)
+        y_pred = jax.lax.stop_gradient(y_pred)
 
     # 2. The neighbour (its gradient is stopped).
     after_clean = list(non_trainable)
@@ -220,7 +242,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         for i in batch_statistics(model):
             non_trainable[i] = after_clean[i]
     total = loss + scaled_adv_loss
-    logs, metrics = _record(model, metrics, features, supervised, y_pred, total, scaled_adv_loss)
+    logs, metrics = _record(model, metrics, features, supervised, sup_pred, total, scaled_adv_loss)
     return logs, trainable, non_trainable, metrics, optimizer_values
 
 

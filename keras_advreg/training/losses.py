@@ -217,6 +217,7 @@ class VatLoss(AdversarialLoss):
     name = "vat"
     search = "power"
     keeps_batch_statistics = True
+    takes_unlabeled = True
 
     def check_loss(self, loss):
         classification_from_logits(loss, self.name)

@@ -56,6 +56,9 @@ class AdversarialLoss:
     #: Whether the neighbour's passes leave the moving statistics of batch normalization
     #: as the clean pass left them (VAT, as Miyato et al.: the statistics describe the data).
     keeps_batch_statistics: ClassVar[bool] = False
+    #: Whether batches may hold unlabeled examples (label `-1`): the supervised loss then
+    #: runs on the labeled examples alone (`training/labeled_pass.py`).
+    takes_unlabeled: ClassVar[bool] = False
 
     def check_loss(self, loss: Any) -> None:
         """Raises when the compiled `loss` does not suit the term (called by `compile`)."""

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from keras_advreg.training.labeled_pass import (
+    gather_batch,
+    labeled_fill_indices,
+    separates_labeled,
+)
 from keras_advreg.training.logs import record
-from keras_advreg.training.routing import require_loss
+from keras_advreg.training.routing import call_base, require_loss
 from keras_advreg.training.strategies import check_target, strategy_for
 from keras_advreg.training.targets import target_for
 
@@ -69,6 +74,9 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
     target = target_for(model, features, extras, training)
     check_target(strategy, target.at_layers)
     supervised = strategy.supervised(labels, sample_weight)
+    if separates_labeled(strategy, model, training):
+        return separate_forward(model, strategy, features, labels, sample_weight, extras,
+                                target, supervised, outer_tape)  # fmt: skip
     with tf.GradientTape(watch_accessed_variables=False) as input_tape:
         input_tape.watch(target.dense)
         y_pred = target.call(target.origin)
@@ -96,6 +104,46 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
     term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
     scaled_adv_loss = model.adv_config.multiplier * term
     return y_pred, loss, scaled_adv_loss, supervised
+
+
+def separate_forward(model, strategy, features, labels, sample_weight, extras, target,
+                     supervised, outer_tape):  # fmt: skip
+    """`forward` of a training batch mixing labeled and unlabeled examples, for a model
+    that normalizes over the batch (`training/labeled_pass.py`): the supervised loss on a
+    batch of labeled examples only, then the strategy's clean pass and term on the whole
+    batch. The moving statistics follow the whole batch. Returns the labeled pass's
+    prediction (for the metrics)."""
+    import contextlib
+
+    import tensorflow as tf
+
+    before = kept_statistics(model, strategy, True)
+    indices = labeled_fill_indices(supervised.selection)
+    sup_pred = call_base(
+        model, gather_batch(features, indices), gather_batch(extras, indices), training=True
+    )
+    loss = model.compute_loss(
+        x=features,
+        y=supervised.labels,
+        y_pred=sup_pred,
+        sample_weight=supervised.loss_weight,
+        training=True,
+    )
+    for variable, value in before:  # the statistics describe the whole batch, not this one
+        variable.assign(value)
+    quiet = outer_tape.stop_recording() if outer_tape is not None else contextlib.nullcontext()
+    with quiet:  # the strategy's clean prediction is a constant
+        y_pred = tf.stop_gradient(target.call(target.origin))
+        kept = kept_statistics(model, strategy, True)
+        config = target.config(strategy.neighbor_config(model.adv_config))
+        objective = strategy.objective(model, labels, y_pred, sample_weight)
+        adv = neighbour(strategy, target, config, objective, labels, loss, None)
+    adv = tf.nest.map_structure(tf.stop_gradient, adv)
+    adv_pred = target.call(adv)
+    for variable, value in kept:
+        variable.assign(value)
+    term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
+    return sup_pred, loss, model.adv_config.multiplier * term, supervised
 
 
 def kept_statistics(model, strategy, training) -> list:
