@@ -91,7 +91,8 @@ def test_metrics_count_only_labeled_examples(step):
     # x0 is predicted class 0, x1 class 1 (logits X @ W + B, by hand: [0.61, -0.67, 0.49]
     # and [-0.05, 0.35, -0.59]). Labeled: x0 as 0 (right), x1 as 0 (wrong); three unlabeled
     # copies of x0, which an accuracy over the whole batch would count as right (their
-    # masked label is 0): 0.8 instead of 0.5, and 0.92 weighted instead of 0.75.
+    # masked label is 0): 0.8 instead of 0.5 (and weighted by the sample weights, 18/19
+    # instead of 3/4).
     x = X[[0, 1, 0, 0, 0]]
     y = np.array([0, 0, -1, -1, -1])
     weights = np.array([3.0, 1.0, 5.0, 5.0, 5.0], dtype="float32")

@@ -196,6 +196,33 @@ def test_token_ids_train_with_the_layer_and_not_without():
 
 
 @trains
+def test_one_step_at_the_layer_moves_batch_statistics_once():
+    # VAT keeps batch normalization's moving statistics to the clean pass: after one step
+    # from moving_mean 0 with momentum m, the moving mean is (1 - m) * the batch mean of the
+    # clean flattened embeddings (the embedding table before the step), moved once.
+    m = 0.5
+
+    def build():
+        keras.utils.set_random_seed(0)
+        x = keras.Input((T,), dtype="int32")
+        h = keras.layers.Embedding(V, D, name="embedding")(x)
+        h = keras.layers.Flatten()(AdversarialPerturbation()(h))
+        h = keras.layers.BatchNormalization(momentum=m, name="bn")(h)
+        return keras.Model(x, keras.layers.Dense(C)(h))
+
+    table = keras.ops.convert_to_numpy(build().get_layer("embedding").embeddings)
+    base = build()
+    config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=1.0, adv_step_size=0.5)
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    x = _tokens()
+    model.fit(x, np.array([0, 1, 2]), batch_size=3, epochs=1, shuffle=False, verbose=0)
+    clean = table[x].reshape(len(x), -1)
+    got = keras.ops.convert_to_numpy(base.get_layer("bn").moving_mean)
+    np.testing.assert_allclose(got, (1 - m) * clean.mean(0), rtol=1e-4, atol=1e-6)
+
+
+@trains
 def test_trades_at_the_layer_is_refused():
     if keras.backend.backend() != "tensorflow":
         pytest.skip("TRADES runs on TensorFlow only")

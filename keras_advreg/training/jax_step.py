@@ -163,8 +163,9 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     separate = separates_labeled(strategy, model, training)
     if separate:
         indices = labeled_fill_indices(supervised.selection)
-        labeled_batch = gather_batch(features, indices), gather_batch(extras, indices)
-    before = non_trainable
+        gathered = gather_batch(extras, indices) if model.base_with_labels_in_features else extras
+        labeled_batch = gather_batch(features, indices), gathered
+    before = list(non_trainable)
 
     # 1. The clean pass: the supervised loss, its weight gradient and its input gradient.
     def clean(trainable, dense, non_trainable, metrics):
@@ -195,8 +196,11 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
 
     sup_pred = y_pred
     if separate:  # the strategy's clean pass on the whole batch; its statistics are kept
+        non_trainable = list(non_trainable)
+        for i in batch_statistics(model):  # the labeled pass's statistics are dropped
+            non_trainable[i] = before[i]
         whole = lambda: target.call(neighbors.features_of(neighbors.dense))  # noqa: E731
-        y_pred, non_trainable, _ = _run(model, whole, trainable, before)
+        y_pred, non_trainable, _ = _run(model, whole, trainable, non_trainable)
         y_pred = jax.lax.stop_gradient(y_pred)
 
     # 2. The neighbour (its gradient is stopped).

@@ -5,12 +5,14 @@ Virtual adversarial training takes batches in which unlabeled examples carry the
 normalization a zero weight is not enough: in training mode the layer normalizes each
 example with the statistics of the whole batch, so the labeled examples' loss would depend
 on the unlabeled ones, and the network can learn to use them (with batch normalization of
-the logits, MNIST with 100 labels: 70% test error instead of 25%, with no adversarial term
-at all). Miyato et al. pass the labeled and the unlabeled examples through the network
+the logits, MNIST with 100 labels and no adversarial term: 70-74% test error, 23.5%
+with the labeled pass on its own). Miyato et al. pass the labeled and the unlabeled examples through the network
 separately. With a fixed batch shape (as every backend's compiled step needs), this module
 builds the labeled pass's batch from the labeled examples alone: each labeled example stays
 at its position, each unlabeled position takes a labeled example in turn; only the
-labeled positions enter the loss (the other positions repeat them, with weight 0).
+labeled positions enter the loss (the other positions repeat them, with weight 0). The
+batch statistics are those of the labeled examples exactly when their number divides the
+batch size (each is then repeated equally often); otherwise some count once more.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def gather_batch(structure: Any, indices: Any) -> Any:
 
 def separates_labeled(strategy: Any, model: Any, training: bool) -> bool:
     """Whether the training step runs the labeled pass on its own batch: a strategy that
-    takes unlabeled examples, a model whose layers normalize over the batch, training."""
+    takes unlabeled examples, a model with batch normalization's moving statistics
+    (`batch_statistics`), training."""
     from keras_advreg.training.strategy import batch_statistics
 
     return bool(training and strategy.takes_unlabeled and batch_statistics(model))

@@ -55,9 +55,9 @@ class LayerTarget(InputTarget):
         self.model, self.features, self.extras, self.training = model, features, extras, training
         recorded: dict = {}
 
-        def record():
+        def record():  # shapes only: in inference mode, so that no layer state moves
             with perturbation_scope(record=recorded):
-                call_base(model, features, extras, training=training)
+                call_base(model, features, extras, training=False)
 
         (run or (lambda fn: fn()))(record)
         if not recorded:

@@ -25,6 +25,7 @@ from keras_advreg.training.labeled_pass import (
 from keras_advreg.training.logs import record
 from keras_advreg.training.routing import call_base, require_loss
 from keras_advreg.training.strategies import check_target, strategy_for
+from keras_advreg.training.strategy import batch_statistics
 from keras_advreg.training.targets import target_for
 
 
@@ -117,11 +118,11 @@ def separate_forward(model, strategy, features, labels, sample_weight, extras, t
 
     import tensorflow as tf
 
-    before = kept_statistics(model, strategy, True)
+    variables = model.non_trainable_variables
+    before = [(variables[i], tf.identity(variables[i].value)) for i in batch_statistics(model)]
     indices = labeled_fill_indices(supervised.selection)
-    sup_pred = call_base(
-        model, gather_batch(features, indices), gather_batch(extras, indices), training=True
-    )
+    extras = gather_batch(extras, indices) if model.base_with_labels_in_features else extras
+    sup_pred = call_base(model, gather_batch(features, indices), extras, training=True)
     loss = model.compute_loss(
         x=features,
         y=supervised.labels,
