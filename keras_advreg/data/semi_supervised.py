@@ -16,9 +16,16 @@ import numpy as np
 UNLABELED = -1
 
 
+def labeled_slots(labeled: int, size: int) -> np.ndarray:
+    """The positions of `labeled` examples spread evenly through a batch of `size`:
+    `floor(i * size / labeled)`, so that every contiguous part of the batch (a replica's
+    share under `tf.distribute`) gets its share of them."""
+    return np.arange(labeled) * size // labeled
+
+
 class SemiSupervisedBatches(keras.utils.PyDataset):
-    """A `keras.utils.PyDataset` of `(x, y)` batches: labeled examples followed by
-    unlabeled ones whose label is `-1`. See `semi_supervised_batches`."""
+    """A `keras.utils.PyDataset` of `(x, y)` batches: labeled examples spread evenly
+    among unlabeled ones whose label is `-1`. See `semi_supervised_batches`."""
 
     def __init__(
         self,
@@ -63,8 +70,13 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         unl = self.unlabeled_order[
             index * self.unlabeled_batch_size : (index + 1) * self.unlabeled_batch_size
         ]
-        x = np.concatenate([self.x_labeled[lab], self.x_unlabeled[unl]])
-        y = np.concatenate([self.y_labeled[lab], self.y_unlabeled[: len(unl)]])
+        slots = labeled_slots(len(lab), len(lab) + len(unl))
+        rest = np.setdiff1d(np.arange(len(lab) + len(unl)), slots)
+        dtype = np.result_type(self.x_labeled, self.x_unlabeled)
+        x = np.empty((len(lab) + len(unl),) + self.x_labeled.shape[1:], dtype)
+        y = np.empty((len(x),) + self.y_labeled.shape[1:], self.y_labeled.dtype)
+        x[slots], x[rest] = self.x_labeled[lab], self.x_unlabeled[unl]
+        y[slots], y[rest] = self.y_labeled[lab], self.y_unlabeled[: len(unl)]
         return x, y
 
     def on_epoch_end(self) -> None:
@@ -84,9 +96,11 @@ def semi_supervised_batches(
     """Mixes a labeled and an unlabeled data set into batches for `adv_loss="vat"`.
 
     Each batch holds `labeled_batch_size` labeled examples (drawn without replacement,
-    cycling through the labeled set as often as needed) followed by
-    `batch_size - labeled_batch_size` unlabeled ones, labeled `-1`; an epoch is one pass
-    over the unlabeled set. The order is reshuffled each epoch from `seed`.
+    cycling through the labeled set as often as needed) and
+    `batch_size - labeled_batch_size` unlabeled ones, labeled `-1`; the labeled examples are
+    spread evenly through the batch (at positions `floor(i * batch / labeled)`), so that a
+    batch split across replicas (`tf.distribute`) gives each replica its share. An epoch is
+    one pass over the unlabeled set. The order is reshuffled each epoch from `seed`.
 
     Args:
         x_labeled: array. Labeled inputs.
@@ -109,7 +123,7 @@ def semi_supervised_batches(
     ...     np.zeros((10, 3)), np.arange(10), np.ones((40, 3)), batch_size=8, labeled_batch_size=2)
     >>> x, y = batches[0]
     >>> len(batches), x.shape, y.tolist()
-    (7, (8, 3), [..., ..., -1, -1, -1, -1, -1, -1])
+    (7, (8, 3), [..., -1, -1, -1, ..., -1, -1, -1])
     """
     for name, value in (("x_labeled", x_labeled), ("x_unlabeled", x_unlabeled)):
         if len(value) == 0:
