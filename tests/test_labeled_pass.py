@@ -1,9 +1,10 @@
 """The supervised pass of mixed labeled/unlabeled batches (`training/labeled_pass.py`).
 
-With batch normalization, the supervised loss of a batch holding unlabeled examples (label
-`-1`) runs on a batch of its labeled examples alone: with `multiplier=0` one step on a
-mixed batch equals a plain Keras step on the labeled examples (whose batch statistics
-exclude the unlabeled ones), while the moving statistics follow the whole batch. Marker
+Only the labeled examples of a batch holding unlabeled ones (label `-1`) enter the
+supervised loss; with batch normalization it runs on a batch of its labeled examples alone.
+With `multiplier=0` one step on a mixed batch equals a plain Keras step on the labeled
+examples (whose batch statistics exclude the unlabeled ones), with and without batch
+normalization, while the moving statistics follow the whole batch. Marker
 `backends`: TensorFlow and JAX (the training tests skip on PyTorch).
 """
 
@@ -39,8 +40,14 @@ def test_labeled_fill_indices(selection, expected):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
 
 
-def _bn_model(momentum):
+def _model(batch_norm, momentum):
     keras.utils.set_random_seed(0)
+    if not batch_norm:
+        return keras.Sequential([
+            keras.Input((2,)),
+            keras.layers.Dense(4, activation="tanh"),
+            keras.layers.Dense(3),
+        ])  # fmt: skip
     return keras.Sequential([
         keras.Input((2,)),
         keras.layers.Dense(4, use_bias=False),
@@ -52,15 +59,18 @@ def _bn_model(momentum):
 
 
 @trains_here
-def test_a_mixed_batch_with_batch_normalization_steps_as_its_labeled_examples():
-    # The 4 unlabeled examples are far from the labeled ones: inside a batch normalization
-    # over all 8, they would move every labeled example's normalized activations.
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["dense", "batch_norm"])
+def test_a_mixed_batch_steps_as_its_labeled_examples(batch_norm):
+    # With multiplier 0, one step on 4 labeled + 4 unlabeled examples is a plain Keras step
+    # on the 4 labeled ones. The unlabeled examples are far from the labeled ones: inside a
+    # batch normalization over all 8, they would move every labeled example's normalized
+    # activations.
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(4, 2)), 5.0 + 3.0 * rng.normal(size=(4, 2))])
     x = x.astype("float32")
     y = np.array([0, 2, 1, 0, -1, -1, -1, -1])
     m = 0.5
-    base = _bn_model(m)
+    base = _model(batch_norm, m)
     plain = keras.models.clone_model(base)
     plain.set_weights(base.get_weights())
     config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=0.0, adv_step_size=0.5)
@@ -74,11 +84,13 @@ def test_a_mixed_batch_with_batch_normalization_steps_as_its_labeled_examples():
             keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want),
             rtol=1e-5, atol=1e-6,
         )  # fmt: skip
+    if not batch_norm:
+        return
     # The moving statistics describe the whole batch: the first normalization's inputs
     # are x @ W (the kernel before the step: a fresh model of the same seed), and its
     # moving mean moved from 0 by (1 - m) * their mean over all 8 examples.
     first = base.layers[1]
-    h = x @ keras.ops.convert_to_numpy(_bn_model(m).layers[0].kernel)
+    h = x @ keras.ops.convert_to_numpy(_model(True, m).layers[0].kernel)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(first.moving_mean), (1 - m) * h.mean(0), rtol=1e-4, atol=1e-6
     )

@@ -3,9 +3,8 @@
 The VAT term equals a hand-computed KL: on a linear softmax model the power iteration
 converges to the top eigenvector of the KL's Hessian, `W (diag(p) - p p^T) W^T`
 (closed form, NumPy), at the inputs and at an `AdversarialPerturbation`. Examples labeled
-`-1` enter the VAT term but neither the supervised loss nor the metrics, and with
-`multiplier=0` a step on a mixed batch is a plain Keras step on its labeled part. Errors
-before training; save/load. Backend-agnostic (marker `backends`: TensorFlow and JAX; the
+`-1` enter the VAT term but neither the supervised loss nor the metrics (a step on a mixed
+batch: `tests/test_labeled_pass.py`). Errors before training; save/load. Backend-agnostic (marker `backends`: TensorFlow and JAX; the
 training tests skip on PyTorch).
 """
 
@@ -113,25 +112,6 @@ def test_metrics_count_only_labeled_examples(step):
         )
     assert logs["acc"] == pytest.approx(0.5)
     assert logs["weighted_acc"] == pytest.approx(3.0 / 4.0)
-
-
-def test_unlabeled_examples_do_not_move_the_supervised_step():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 2)).astype("float32")
-    y = np.array([0, 2, 1, 0, -1, -1, -1, -1])
-    keras.utils.set_random_seed(0)
-    base = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"),
-                             keras.layers.Dense(3)])  # fmt: skip
-    plain = keras.models.clone_model(base)
-    plain.set_weights(base.get_weights())
-    config = keras_advreg.AdvConfig(adv_loss="vat", multiplier=0.0, adv_step_size=0.5)
-    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
-    model.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
-    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    plain.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
-    plain.fit(x[:4], y[:4], batch_size=4, epochs=1, shuffle=False, verbose=0)
-    for got, want in zip(base.get_weights(), plain.get_weights()):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_vat_needs_a_classification_loss():

@@ -37,11 +37,7 @@ import numpy as np
 
 from keras_advreg.backend.keras_internals import loss_tracker
 from keras_advreg.training.config import AdvConfig
-from keras_advreg.training.labeled_pass import (
-    gather_batch,
-    labeled_fill_indices,
-    separates_labeled,
-)
+from keras_advreg.training.labeled_pass import labeled_batch, separates_labeled
 from keras_advreg.training.logs import compute_metrics
 from keras_advreg.training.neighbor import Neighbors, finite
 from keras_advreg.training.routing import call_base, dense_features, require_loss, unpack
@@ -162,16 +158,14 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     # of labeled examples only (`training/labeled_pass.py`).
     separate = separates_labeled(strategy, model, training)
     if separate:
-        indices = labeled_fill_indices(supervised.selection)
-        gathered = gather_batch(extras, indices) if model.base_with_labels_in_features else extras
-        labeled_batch = gather_batch(features, indices), gathered
-    before = list(non_trainable)
+        labeled = labeled_batch(model, features, extras, supervised)
+        before = non_trainable
 
     # 1. The clean pass: the supervised loss, its weight gradient and its input gradient.
     def clean(trainable, dense, non_trainable, metrics):
         def fn():
             if separate:
-                y_pred = call_base(model, *labeled_batch, training=training)
+                y_pred = call_base(model, *labeled, training=training)
             else:
                 y_pred = target.call(neighbors.features_of(dense))
             loss = model.compute_loss(
@@ -196,15 +190,13 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
 
     sup_pred = y_pred
     if separate:  # the strategy's clean pass on the whole batch; its statistics are kept
-        non_trainable = list(non_trainable)
-        for i in batch_statistics(model):  # the labeled pass's statistics are dropped
-            non_trainable[i] = before[i]
+        non_trainable = _with_statistics(model, non_trainable, before)  # not the labeled pass's
         whole = lambda: target.call(neighbors.features_of(neighbors.dense))  # noqa: E731
         y_pred, non_trainable, _ = _run(model, whole, trainable, non_trainable)
         y_pred = jax.lax.stop_gradient(y_pred)
 
     # 2. The neighbour (its gradient is stopped).
-    after_clean = list(non_trainable)
+    after_clean = non_trainable
     objective = strategy.objective(model, labels, jax.lax.stop_gradient(y_pred), sample_weight)
     random = config.random_init or strategy.search in ("random", "power")
     seeds = _seeds(_seed_key(model, counter)) if random else None
@@ -242,9 +234,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
     else:
         _, (scaled_adv_loss, non_trainable) = adversarial(trainable, non_trainable)
     if strategy.keeps_batch_statistics and training:  # the clean pass's statistics
-        non_trainable = list(non_trainable)
-        for i in batch_statistics(model):
-            non_trainable[i] = after_clean[i]
+        non_trainable = _with_statistics(model, non_trainable, after_clean)
     total = loss + scaled_adv_loss
     logs, metrics = _record(model, metrics, features, supervised, sup_pred, total, scaled_adv_loss)
     return logs, trainable, non_trainable, metrics, optimizer_values
@@ -318,6 +308,14 @@ def _power_neighbour(model, neighbors, call, objective, trainable, non_trainable
     step = unit_direction(masked, config.adv_grad_norm)
     offsets = {k: config.adv_step_size * v for k, v in step.items()}
     return neighbors.apply(offsets), state["non_trainable"]
+
+
+def _with_statistics(model: Any, non_trainable: Sequence, source: Sequence) -> list:
+    """`non_trainable` with the batch-normalization moving statistics taken from `source`."""
+    out = list(non_trainable)
+    for i in batch_statistics(model):
+        out[i] = source[i]
+    return out
 
 
 def _record(model, metrics, features, supervised, y_pred, total, scaled_adv_loss):

@@ -49,6 +49,15 @@ def gather_batch(structure: Any, indices: Any) -> Any:
     return keras.tree.map_structure(lambda t: keras.ops.take(t, indices, axis=0), structure)
 
 
+def labeled_batch(model: Any, features: Any, extras: Any, supervised: Any) -> tuple[Any, Any]:
+    """`(features, extras)` of the labeled pass: the batch gathered with
+    `labeled_fill_indices` (`extras` only where the base model takes them)."""
+    indices = labeled_fill_indices(supervised.selection)
+    if model.base_with_labels_in_features:
+        extras = gather_batch(extras, indices)
+    return gather_batch(features, indices), extras
+
+
 def separates_labeled(strategy: Any, model: Any, training: bool) -> bool:
     """Whether the training step runs the labeled pass on its own batch: a strategy that
     takes unlabeled examples, a model with batch normalization's moving statistics
@@ -58,4 +67,4 @@ def separates_labeled(strategy: Any, model: Any, training: bool) -> bool:
     return bool(training and strategy.takes_unlabeled and batch_statistics(model))
 
 
-__all__ = ["gather_batch", "labeled_fill_indices", "separates_labeled"]
+__all__ = ["gather_batch", "labeled_batch", "labeled_fill_indices", "separates_labeled"]

@@ -114,20 +114,22 @@ def labeled_mask(labels: Any) -> Any:
     return ops.cast(ops.logical_not(unlabeled), "float32")
 
 
-def mask_unlabeled(labels: Any, sample_weight: Any) -> tuple[Any, Any]:
+def mask_unlabeled(labels: Any, sample_weight: Any) -> Supervised:
     """Labels with every entry `-1` mark unlabeled examples: they get label 0 and weight 0;
-    the labeled examples' weights are scaled by `batch / #labeled`, so that a loss averaged
-    over the batch is the average over the labeled examples."""
+    the labeled examples' loss weights are scaled by `batch / #labeled`, so that a loss
+    averaged over the batch is the average over the labeled examples. The metrics count the
+    labeled examples only (the weighted ones by their sample weights)."""
     ops = keras.ops
     y = ops.convert_to_tensor(labels)
     labeled = labeled_mask(y)
+    weights = labeled
+    if sample_weight is not None:
+        weights = labeled * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
     count = ops.sum(labeled)
     batch = ops.cast(ops.shape(labeled)[0], "float32")
-    weights = labeled * batch / ops.maximum(count, 1.0)
-    if sample_weight is not None:
-        weights = weights * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
     keep = ops.reshape(ops.cast(labeled, "bool"), (-1,) + (1,) * (len(y.shape) - 1))
-    return ops.where(keep, y, ops.zeros_like(y)), weights
+    masked = ops.where(keep, y, ops.zeros_like(y))
+    return Supervised(masked, weights * batch / ops.maximum(count, 1.0), labeled, weights)
 
 
 def _per_example(values: list, reduce: Any) -> Any:
@@ -223,14 +225,7 @@ class VatLoss(AdversarialLoss):
         classification_from_logits(loss, self.name)
 
     def supervised(self, labels, sample_weight):
-        sup_labels, sup_weight = mask_unlabeled(labels, sample_weight)
-        selection = labeled_mask(labels)
-        metric_weight = selection
-        if sample_weight is not None:
-            metric_weight = selection * keras.ops.reshape(
-                keras.ops.cast(sample_weight, "float32"), (-1,)
-            )
-        return Supervised(sup_labels, sup_weight, selection, metric_weight)
+        return mask_unlabeled(labels, sample_weight)
 
     def objective(self, model, labels, clean_pred, sample_weight):
         from_logits = classification_from_logits(model.loss, self.name)

@@ -15,13 +15,10 @@ TensorFlow and NSL are imported inside the functions, when a step is traced.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from keras_advreg.training.labeled_pass import (
-    gather_batch,
-    labeled_fill_indices,
-    separates_labeled,
-)
+from keras_advreg.training.labeled_pass import labeled_batch, separates_labeled
 from keras_advreg.training.logs import record
 from keras_advreg.training.routing import call_base, require_loss
 from keras_advreg.training.strategies import check_target, strategy_for
@@ -66,8 +63,8 @@ def test_step(model: Any, data: Any) -> dict:
 
 
 def forward(model, strategy, features, labels, sample_weight, extras, training, outer_tape=None):
-    """Returns the clean prediction, the supervised loss, the scaled adversarial term and
-    what the supervised loss and the metrics see of the batch (a `Supervised`)."""
+    """Returns the prediction the metrics see, the supervised loss, the scaled adversarial
+    term and what the supervised loss and the metrics see of the batch (a `Supervised`)."""
     import tensorflow as tf
 
     require_loss(model, "Training and evaluation need")
@@ -75,28 +72,29 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
     target = target_for(model, features, extras, training)
     check_target(strategy, target.at_layers)
     supervised = strategy.supervised(labels, sample_weight)
+    # The perturbation is a constant for the weights' gradient (NSL stops its gradient), so
+    # the outer tape need not record how it is found.
+    quiet = outer_tape.stop_recording if outer_tape is not None else contextlib.nullcontext
     if separates_labeled(strategy, model, training):
-        return separate_forward(model, strategy, features, labels, sample_weight, extras,
-                                target, supervised, outer_tape)  # fmt: skip
-    with tf.GradientTape(watch_accessed_variables=False) as input_tape:
-        input_tape.watch(target.dense)
-        y_pred = target.call(target.origin)
-        loss = model.compute_loss(
-            x=features,
-            y=supervised.labels,
-            y_pred=y_pred,
-            sample_weight=supervised.loss_weight,
-            training=training,
-        )
+        loss, sup_pred = labeled_pass(model, features, extras, supervised)
+        input_tape = None  # the strategy's search needs no input gradient of this loss
+        with quiet():  # the strategy's clean prediction is a constant
+            y_pred = tf.stop_gradient(target.call(target.origin))
+    else:
+        with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+            input_tape.watch(target.dense)
+            y_pred = sup_pred = target.call(target.origin)
+            loss = model.compute_loss(
+                x=features,
+                y=supervised.labels,
+                y_pred=y_pred,
+                sample_weight=supervised.loss_weight,
+                training=training,
+            )
     config = target.config(strategy.neighbor_config(model.adv_config))
     objective = strategy.objective(model, labels, y_pred, sample_weight)
     kept = kept_statistics(model, strategy, training)
-    # The perturbation is a constant for the weights' gradient (NSL stops its gradient), so
-    # the outer tape need not record how it is found.
-    if outer_tape is not None:
-        with outer_tape.stop_recording():
-            adv = neighbour(strategy, target, config, objective, labels, loss, input_tape)
-    else:
+    with quiet():
         adv = neighbour(strategy, target, config, objective, labels, loss, input_tape)
     adv = tf.nest.map_structure(tf.stop_gradient, adv)
     adv_pred = target.call(adv)
@@ -104,25 +102,16 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
         variable.assign(value)
     term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
     scaled_adv_loss = model.adv_config.multiplier * term
-    return y_pred, loss, scaled_adv_loss, supervised
+    return sup_pred, loss, scaled_adv_loss, supervised
 
 
-def separate_forward(model, strategy, features, labels, sample_weight, extras, target,
-                     supervised, outer_tape):  # fmt: skip
-    """`forward` of a training batch mixing labeled and unlabeled examples, for a model
-    that normalizes over the batch (`training/labeled_pass.py`): the supervised loss on a
-    batch of labeled examples only, then the strategy's clean pass and term on the whole
-    batch. The moving statistics follow the whole batch. Returns the labeled pass's
-    prediction (for the metrics)."""
-    import contextlib
-
-    import tensorflow as tf
-
-    variables = model.non_trainable_variables
-    before = [(variables[i], tf.identity(variables[i].value)) for i in batch_statistics(model)]
-    indices = labeled_fill_indices(supervised.selection)
-    extras = gather_batch(extras, indices) if model.base_with_labels_in_features else extras
-    sup_pred = call_base(model, gather_batch(features, indices), extras, training=True)
+def labeled_pass(model, features, extras, supervised):
+    """The supervised loss of a training batch mixing labeled and unlabeled examples, for a
+    model with batch normalization, on a batch of its labeled examples alone
+    (`training/labeled_pass.py`); the moving statistics are left as they were, to the
+    whole batch's clean pass. Returns the loss and the labeled pass's prediction."""
+    before = statistics(model)
+    sup_pred = call_base(model, *labeled_batch(model, features, extras, supervised), training=True)
     loss = model.compute_loss(
         x=features,
         y=supervised.labels,
@@ -130,34 +119,23 @@ def separate_forward(model, strategy, features, labels, sample_weight, extras, t
         sample_weight=supervised.loss_weight,
         training=True,
     )
-    for variable, value in before:  # the statistics describe the whole batch, not this one
+    for variable, value in before:
         variable.assign(value)
-    quiet = outer_tape.stop_recording() if outer_tape is not None else contextlib.nullcontext()
-    with quiet:  # the strategy's clean prediction is a constant
-        y_pred = tf.stop_gradient(target.call(target.origin))
-        kept = kept_statistics(model, strategy, True)
-        config = target.config(strategy.neighbor_config(model.adv_config))
-        objective = strategy.objective(model, labels, y_pred, sample_weight)
-        adv = neighbour(strategy, target, config, objective, labels, loss, None)
-    adv = tf.nest.map_structure(tf.stop_gradient, adv)
-    adv_pred = target.call(adv)
-    for variable, value in kept:
-        variable.assign(value)
-    term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
-    return sup_pred, loss, model.adv_config.multiplier * term, supervised
+    return loss, sup_pred
+
+
+def statistics(model) -> list:
+    """`(variable, current value)` of the model's batch-normalization moving statistics."""
+    import tensorflow as tf
+
+    variables = model.non_trainable_variables
+    return [(variables[i], tf.identity(variables[i].value)) for i in batch_statistics(model)]
 
 
 def kept_statistics(model, strategy, training) -> list:
     """`(variable, value after the clean pass)` of the batch-normalization statistics the
     strategy keeps from the neighbour's passes (none when not training)."""
-    import tensorflow as tf
-
-    from keras_advreg.training.strategy import batch_statistics
-
-    if not (strategy.keeps_batch_statistics and training):
-        return []
-    variables = model.non_trainable_variables
-    return [(variables[i], tf.identity(variables[i].value)) for i in batch_statistics(model)]
+    return statistics(model) if strategy.keeps_batch_statistics and training else []
 
 
 def neighbour(strategy, target, config, objective, labels, labeled_loss, tape):
