@@ -82,16 +82,17 @@ def test_fab_core_finds_the_minimal_perturbation_of_a_linear_model(norm):
     np.testing.assert_allclose(fab_core.lp_norm(adv - x, norm, 1), norms, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dims", [6, 120])
 @pytest.mark.parametrize("norm", NORMS)
-def test_projection_onto_a_hyperplane_in_a_box_solves_the_program(norm):
+def test_projection_onto_a_hyperplane_in_a_box_solves_the_program(norm, dims):
     scipy_optimize = pytest.importorskip("scipy.optimize")
     rng = np.random.default_rng(1)
-    n, dims = 12, 6
+    n = 12  # with 120 features, the solution crosses many of the box's faces
     t = np.clip(rng.uniform(-0.3, 1.3, (n, dims)), 0, 1).astype("float32")
     w = rng.normal(size=(n, dims)).astype("float32")
     w[0, :2] = 0.0  # coordinates that do not matter
-    b = (np.sum(w * t, 1) + rng.normal(scale=1.0, size=n)).astype("float32")
-    b[1] = np.sum(w[1] * t[1]) + 100.0  # out of reach: the closest corner
+    b = (np.sum(w * t, 1) + rng.normal(scale=dims / 6, size=n)).astype("float32")
+    b[1] = np.sum(w[1] * t[1]) + 100.0 * dims  # out of reach: the closest corner
     lo, hi = np.float32(0.0), np.float32(1.0)
     d = _np(project_hyperplane(t, w, b, lo, hi, norm))
     assert np.all(t + d >= lo - 1e-6) and np.all(t + d <= hi + 1e-6)

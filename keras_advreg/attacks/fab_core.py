@@ -62,12 +62,13 @@ def project_hyperplane(t: Any, w: Any, b: Any, lo: Any, hi: Any, norm: str) -> A
     Row by row: `t`, `w` of shape `(n, D)`, `b` of shape `(n,)`. Where the box does not
     reach the hyperplane, the step to the box's corner closest to it. Assumes `t` in the
     box. The reference's `projection_linf` / `projection_l2` / `projection_l1` on a general
-    box (theirs is `[0, 1]`), solved in closed form after one sort rather than by bisection.
+    box (theirs is `[0, 1]`): l-inf and l2 solved exactly by Newton's method on the
+    piecewise-linear covering equation (no sort), l1 in closed form after one sort.
 
     With `r = |w . t - b|` the distance to cover and `q_i` the room of coordinate `i` in the
     direction that covers it (`-sign(w_i)`), the step is `-sign(w_i) min(lam, q_i)` (l-inf)
     or `-sign(w_i) min(lam |w_i|, q_i)` (l2) for the smallest `lam` covering `r`: a
-    piecewise-linear equation in `lam`, whose breaks are the sorted `q_i` (`q_i / |w_i|`).
+    piecewise-linear equation in `lam`, whose breaks are the `q_i` (`q_i / |w_i|`).
     For l1, the coordinates with the largest `|w_i|` move first, each to its bound.
 
     Args:
@@ -118,19 +119,43 @@ def project_hyperplane(t: Any, w: Any, b: Any, lo: Any, hi: Any, norm: str) -> A
         breaks = room / ops.maximum(aw, 1e-30)
     weight = ops.where(active, weight, 0.0)
     breaks = ops.where(active, ops.minimum(breaks, _BIG), _BIG)
-    order = ops.argsort(breaks, axis=1)
-    breaks_s, weight_s = _take(breaks, order), _take(weight, order)
-    full = weight_s * breaks_s
-    covered = ops.cumsum(full, axis=1) - full  # by the coordinates saturated before each break
-    # What the unsaturated ones weigh: a sum from the end (exact zeros after the last
-    # active coordinate, which a difference of sums would not give).
-    free = ops.flip(ops.cumsum(ops.flip(weight_s, axis=1), axis=1), axis=1)
-    at_break = covered + breaks_s * free  # what radius `breaks_s[k]` covers
-    k = ops.sum(ops.cast(ops.less(at_break, r), "int32"), axis=1, keepdims=True)
-    kk = ops.minimum(k, dims - 1)
-    lam = (r - _take(covered, kk)) / ops.maximum(_take(free, kk), 1e-30)
-    lam = ops.where(ops.less(k, dims), ops.maximum(lam, 0.0), _BIG)  # k == D: out of reach
+    lam = _covering_radius(weight, breaks, r)
     return ops.where(active, direction * scale * ops.minimum(lam, breaks), 0.0)
+
+
+def _covering_radius(weight: Any, breaks: Any, r: Any) -> Any:
+    """Row by row, the smallest `lam` with `sum_i weight_i min(lam, breaks_i) = r`, or `_BIG`.
+
+    The left side `F(lam)` is concave, increasing and piecewise linear (its breaks are the
+    `breaks`), and `F(lam) <= lam sum_i weight_i`. Newton's method from `r / sum weight`
+    therefore climbs monotonically to the root, crossing at least one break per step, and
+    lands on it exactly from within its linear piece: a row is done when its step crossed
+    no break. Two or three steps on images (measured on MNIST gradients), at a few
+    elementwise passes each: what a sort of every row would cost several times over.
+    `weight >= 0`; `breaks >= 0` (`_BIG` where `weight` is 0); `r` of shape `(n, 1)`.
+    `_BIG` where even every coordinate at its break falls short of `r` (out of reach).
+    """
+    reach = ops.sum(weight * breaks, axis=1, keepdims=True)
+    lam = r / ops.maximum(ops.sum(weight, axis=1, keepdims=True), 1e-30)
+    open_ = ops.greater_equal(reach, r)[:, 0]
+
+    def body(i, lam, open_):
+        covered = ops.sum(weight * ops.minimum(lam, breaks), axis=1, keepdims=True)
+        slope = ops.sum(ops.where(ops.greater(breaks, lam), weight, 0.0), axis=1, keepdims=True)
+        new = lam + ops.maximum(r - covered, 0.0) / ops.maximum(slope, 1e-30)
+        crossed = ops.any(ops.logical_and(ops.greater(breaks, lam), ops.less(breaks, new)), axis=1)
+        lam = ops.where(open_[:, None], new, lam)
+        return i + 1, lam, ops.logical_and(open_, crossed)
+
+    def cond(i, lam, open_):
+        return ops.any(open_)
+
+    zero = ops.convert_to_tensor(0, "int32")
+    # At most one step per break (and one more); far fewer in practice.
+    _, lam, _ = ops.while_loop(
+        cond, body, (zero, lam, open_), maximum_iterations=int(breaks.shape[1]) + 1
+    )
+    return ops.where(ops.less(reach, r), _BIG, lam)
 
 
 # --------------------------------------------------------------------------- random start
