@@ -90,8 +90,7 @@ def project_hyperplane(t: Any, w: Any, b: Any, lo: Any, hi: Any, norm: str) -> A
     w = w * sign[:, None]  # now w . t >= b: every coordinate moves against w
     r = ops.abs(gap)[:, None]
     down = ops.greater(w, 0.0)
-    room = ops.where(down, t - lo, hi - t)
-    room = ops.clip(ops.where(ops.isnan(room), 0.0, room), 0.0, _BIG)
+    room = ops.clip(ops.where(down, t - lo, hi - t), 0.0, _BIG)  # t in the box: never NaN
     aw = ops.abs(w)
     direction = -ops.sign(w)
     dims = int(w.shape[1])
@@ -110,17 +109,13 @@ def project_hyperplane(t: Any, w: Any, b: Any, lo: Any, hi: Any, norm: str) -> A
         )
         move = _take(move_s, ops.argsort(order, axis=1))
         return ops.where(active, direction * move, 0.0)
-    if norm == "infinity":
-        active = ops.not_equal(w, 0.0)
-        scale, weight, breaks = ops.ones_like(w), aw, room
-    else:
-        active = ops.greater(aw, 1e-8)
-        scale, weight = aw, ops.square(w)
-        breaks = room / ops.maximum(aw, 1e-30)
-    weight = ops.where(active, weight, 0.0)
-    breaks = ops.where(active, ops.minimum(breaks, _BIG), _BIG)
+    if norm == "infinity":  # a coordinate with w_i = 0 weighs nothing and does not move
+        return direction * ops.minimum(_covering_radius(aw, room, r), room)
+    active = ops.greater(aw, 1e-8)
+    weight = ops.where(active, ops.square(w), 0.0)
+    breaks = ops.where(active, ops.minimum(room / ops.maximum(aw, 1e-30), _BIG), _BIG)
     lam = _covering_radius(weight, breaks, r)
-    return ops.where(active, direction * scale * ops.minimum(lam, breaks), 0.0)
+    return ops.where(active, direction * aw * ops.minimum(lam, breaks), 0.0)
 
 
 def _covering_radius(weight: Any, breaks: Any, r: Any) -> Any:
@@ -132,7 +127,7 @@ def _covering_radius(weight: Any, breaks: Any, r: Any) -> Any:
     lands on it exactly from within its linear piece: a row is done when its step crossed
     no break. Two or three steps on images (measured on MNIST gradients), at a few
     elementwise passes each: what a sort of every row would cost several times over.
-    `weight >= 0`; `breaks >= 0` (`_BIG` where `weight` is 0); `r` of shape `(n, 1)`.
+    `weight >= 0`; `0 <= breaks <= _BIG`; `r` of shape `(n, 1)`.
     `_BIG` where even every coordinate at its break falls short of `r` (out of reach).
     """
     reach = ops.sum(weight * breaks, axis=1, keepdims=True)
@@ -140,10 +135,11 @@ def _covering_radius(weight: Any, breaks: Any, r: Any) -> Any:
     open_ = ops.greater_equal(reach, r)[:, 0]
 
     def body(i, lam, open_):
+        above = ops.greater(breaks, lam)
         covered = ops.sum(weight * ops.minimum(lam, breaks), axis=1, keepdims=True)
-        slope = ops.sum(ops.where(ops.greater(breaks, lam), weight, 0.0), axis=1, keepdims=True)
+        slope = ops.sum(ops.where(above, weight, 0.0), axis=1, keepdims=True)
         new = lam + ops.maximum(r - covered, 0.0) / ops.maximum(slope, 1e-30)
-        crossed = ops.any(ops.logical_and(ops.greater(breaks, lam), ops.less(breaks, new)), axis=1)
+        crossed = ops.any(ops.logical_and(above, ops.less(breaks, new)), axis=1)
         lam = ops.where(open_[:, None], new, lam)
         return i + 1, lam, ops.logical_and(open_, crossed)
 
