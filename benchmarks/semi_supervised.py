@@ -113,6 +113,12 @@ def main() -> None:
     parser.add_argument("--mnist-dir", type=Path, default=DEFAULT_MNIST)
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--xi", type=float, default=1e-3)
+    parser.add_argument(
+        "--entropy",
+        type=float,
+        default=0.0,
+        help="weight of the entropy term (`vat_entropy`; 1.0 is Miyato et al.'s VAT+EntMin)",
+    )
     parser.add_argument("--hidden", default="1200,1200")
     parser.add_argument("--labeled-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=160)
@@ -168,7 +174,12 @@ def main() -> None:
     # VAT: labeled + unlabeled batches, until the CPU budget is spent.
     base = mlp(hidden, args.seed, args.output_bn)
     config = keras_advreg.AdvConfig(
-        adv_loss="vat", multiplier=1.0, adv_step_size=args.eps, pgd_iterations=1, vat_xi=args.xi
+        adv_loss="vat",
+        multiplier=1.0,
+        adv_step_size=args.eps,
+        pgd_iterations=1,
+        vat_xi=args.xi,
+        vat_entropy=args.entropy,
     )
     model = keras_advreg.AdversarialRegularization(base, adv_config=config)
     rate = args.lr

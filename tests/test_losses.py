@@ -65,17 +65,22 @@ def _vat_candidates(x, eps):
     return out
 
 
+@pytest.mark.parametrize("entropy", [0.0, 0.7], ids=["vat", "vat+entmin"])
 @pytest.mark.parametrize("at_layer", [False, True], ids=["inputs", "layer"])
-def test_vat_term_equals_the_hand_computed_kl(at_layer):
+def test_vat_term_equals_the_hand_computed_kl(at_layer, entropy):
     config = keras_advreg.AdvConfig(
-        adv_loss="vat", multiplier=0.5, adv_step_size=0.8, pgd_iterations=30, vat_xi=1e-3
-    )
+        adv_loss="vat", multiplier=0.5, adv_step_size=0.8, pgd_iterations=30, vat_xi=1e-3,
+        vat_entropy=entropy,
+    )  # fmt: skip
     model = keras_advreg.AdversarialRegularization(_linear(at_layer), adv_config=config)
     model.compile("sgd", LOGITS_CE, metrics=["accuracy"])
     y = np.array([1, -1])  # the second example is unlabeled
     logs = model.evaluate(X, y, batch_size=2, verbose=0, return_dict=True)
     candidates = _vat_candidates(X, 0.8)
-    sums = [0.5 * np.mean(c) for c in itertools.product(*candidates)]
+    # With `vat_entropy`, plus that weight times the mean entropy of the clean predictions.
+    p = [_softmax(row.astype("float64") @ W + B) for row in X]
+    h = np.mean([-np.sum(q * np.log(q)) for q in p])
+    sums = [0.5 * (np.mean(c) + entropy * h) for c in itertools.product(*candidates)]
     got = logs["scaled_adversarial_loss"]
     assert min(abs(got - s) for s in sums) < 2e-3 * max(sums), (got, sums)
     assert min(sums) > 1e-3  # the term is not trivially 0
@@ -112,6 +117,45 @@ def test_metrics_count_only_labeled_examples(step):
         )
     assert logs["acc"] == pytest.approx(0.5)
     assert logs["weighted_acc"] == pytest.approx(3.0 / 4.0)
+
+
+def _entropy_after_one_step(base, x, y, entropy):
+    config = keras_advreg.AdvConfig(
+        adv_loss="vat", multiplier=1.0, adv_step_size=1e-4, vat_entropy=entropy
+    )
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    p = keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, verbose=0)))
+    return float(np.mean(-np.sum(p * np.log(p), axis=1)))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["dense", "batch-norm"])
+def test_vat_entropy_term_trains_the_predictions_towards_confidence(batch_norm):
+    # One labeled example, seven unlabeled; the VAT radius is tiny (its KL ~ 0), so what
+    # the entropy weight changes is the entropy term's own gradient, through the clean
+    # predictions (with batch normalization: the mixed batch's pass beside the labeled one).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 2)).astype("float32")
+    y = np.array([0] + [-1] * 7)
+
+    def base():
+        keras.utils.set_random_seed(3)
+        layers = [keras.Input((2,))]
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization())
+        return keras.Sequential(layers + [keras.layers.Dense(3)])
+
+    without = _entropy_after_one_step(base(), x, y, 0.0)
+    with_term = _entropy_after_one_step(base(), x, y, 1.0)
+    assert with_term < without - 1e-3, (with_term, without)
+
+
+def test_vat_entropy_needs_vat_and_a_non_negative_weight():
+    with pytest.raises(ValueError, match="`vat_entropy` must be >= 0.0. Received: vat_entropy=-1"):
+        keras_advreg.AdvConfig(adv_loss="vat", vat_entropy=-1)
+    with pytest.raises(ValueError, match="needs adv_loss='vat'. Received: vat_entropy=1.0"):
+        keras_advreg.AdvConfig(vat_entropy=1.0)
 
 
 def test_vat_needs_a_classification_loss():

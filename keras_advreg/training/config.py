@@ -173,6 +173,12 @@ class AdvConfig:
             `1e-3`: the paper's 1e-6 is below float32's resolution for a confident
             model (on an MNIST MLP its direction is mostly rounding noise: cosine
             0.33 with the float64 direction, 0.9999 at 1e-3).
+        vat_entropy: float >= 0. With `adv_loss="vat"`, the weight of a
+            conditional-entropy term added to VAT's KL (Miyato et al.'s
+            "VAT+EntMin"): the mean entropy of the clean predictions of every
+            example, labeled or not, which trains the model to be confident on
+            unlabeled data; both are scaled by `multiplier`. Defaults to `0.0`
+            (VAT alone).
 
     Example:
 
@@ -195,6 +201,7 @@ class AdvConfig:
     adv_loss: str = "labeled"
     free_replays: int | None = None
     vat_xi: float = 1e-3
+    vat_entropy: float = 0.0
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise values in place once
@@ -230,6 +237,13 @@ class AdvConfig:
                 f"`adv_loss` must be one of {choices}. Received: adv_loss={self.adv_loss!r}"
             )
         set_(self, "vat_xi", _check_number("vat_xi", self.vat_xi, strict=True))
+        set_(self, "vat_entropy", _check_number("vat_entropy", self.vat_entropy))
+        if self.vat_entropy and self.adv_loss != "vat":
+            raise ValueError(
+                "`vat_entropy` weighs an entropy term of virtual adversarial training and "
+                "needs adv_loss='vat'. "
+                f"Received: vat_entropy={self.vat_entropy!r}, adv_loss={self.adv_loss!r}"
+            )
         self._check_free_replays()
         set_(self, "clip_value_min", _check_clip_value("clip_value_min", self.clip_value_min))
         set_(self, "clip_value_max", _check_clip_value("clip_value_max", self.clip_value_max))
@@ -515,7 +529,7 @@ def make_adv_reg_config(
     Example:
 
     >>> make_adv_reg_config(multiplier=0.2, adv_step_size=0.2, adv_grad_norm="infinity")
-    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled', free_replays=None, vat_xi=0.001)
+    AdvConfig(multiplier=0.2, adv_step_size=0.2, adv_grad_norm='infinity', clip_value_min=None, clip_value_max=None, pgd_iterations=1, pgd_epsilon=None, random_init=False, feature_mask=None, adv_loss='labeled', free_replays=None, vat_xi=0.001, vat_entropy=0.0)
     """
     fields = dict(
         feature_mask=feature_mask,

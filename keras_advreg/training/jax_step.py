@@ -211,11 +211,15 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
         )
     adv_inputs = neighbors.features_of(keras.tree.map_structure(jax.lax.stop_gradient, perturbed))
 
-    # 3. The adversarial term.
+    # 3. The adversarial term (with the clean pass again where it trains through it).
+    through_clean = strategy.trains_through_clean(model.adv_config)
+    clean_inputs = neighbors.features_of(neighbors.dense)
+
     def adversarial(trainable, non_trainable):
         def fn():
             adv_pred = target.call(adv_inputs)
-            term = strategy.term(model, labels, y_pred, adv_pred, sample_weight)
+            clean_pred = target.call(clean_inputs) if through_clean else y_pred
+            term = strategy.term(model, labels, clean_pred, adv_pred, sample_weight)
             return model.adv_config.multiplier * term
 
         scaled_adv_loss, non_trainable, _ = _run(model, fn, trainable, non_trainable)

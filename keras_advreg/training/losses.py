@@ -9,7 +9,9 @@
   `KL(p(x) || p(x + r))` with the clean prediction held constant and `r` of length
   `adv_step_size` along the direction found by `pgd_iterations` power iterations from a
   random start (finite differences of size `vat_xi`). No labels needed: examples whose
-  label is `-1` enter the KL but not the supervised loss or the metrics.
+  label is `-1` enter the KL but not the supervised loss or the metrics. With
+  `vat_entropy`, plus that weight times the entropy of the clean predictions (trained
+  through them: "VAT+EntMin").
 """
 
 from __future__ import annotations
@@ -93,16 +95,29 @@ def log_probabilities(y_pred: Any, from_logits: bool) -> Any:
     return ops.log(ops.clip(y_pred, 1e-7, 1.0))
 
 
+def _weighted_mean(values: Any, sample_weight: Any) -> Any:
+    """The mean of per-example `values`, or `sum(w * v) / #(w != 0)` (NSL's reduction)."""
+    ops = keras.ops
+    if sample_weight is None:
+        return ops.mean(values)
+    w = ops.reshape(ops.cast(sample_weight, values.dtype), (-1,))
+    count = ops.maximum(ops.sum(ops.cast(ops.not_equal(w, 0.0), values.dtype)), 1.0)
+    return ops.sum(w * values) / count
+
+
 def kl_divergence(clean_log: Any, log_q: Any, sample_weight: Any = None) -> Any:
     """Mean over the batch of `KL(p || q)` given `log p` and `log q` (weighted per example:
     `sum(w * kl) / #(w != 0)`, NSL's reduction)."""
     ops = keras.ops
     kl = ops.sum(ops.exp(clean_log) * (clean_log - log_q), axis=-1)
-    if sample_weight is None:
-        return ops.mean(kl)
-    w = ops.reshape(ops.cast(sample_weight, kl.dtype), (-1,))
-    count = ops.maximum(ops.sum(ops.cast(ops.not_equal(w, 0.0), kl.dtype)), 1.0)
-    return ops.sum(w * kl) / count
+    return _weighted_mean(kl, sample_weight)
+
+
+def mean_entropy(log_p: Any, sample_weight: Any = None) -> Any:
+    """Mean over the batch of the entropy `-sum p log p` given `log p`, reduced as
+    `kl_divergence`."""
+    ops = keras.ops
+    return _weighted_mean(-ops.sum(ops.exp(log_p) * log_p, axis=-1), sample_weight)
 
 
 def labeled_mask(labels: Any) -> Any:
@@ -200,6 +215,9 @@ class TradesLoss(AdversarialLoss):
     def neighbor_config(self, config):
         return config.replace(random_init=True)  # the KL's gradient is 0 at x
 
+    def trains_through_clean(self, config):
+        return True
+
     def objective(self, model, labels, clean_pred, sample_weight):
         import tensorflow as tf
 
@@ -234,6 +252,17 @@ class VatLoss(AdversarialLoss):
             clean_log, log_probabilities(pred, from_logits), sample_weight
         )
 
+    def trains_through_clean(self, config):
+        return bool(config.vat_entropy)
+
+    def term(self, model, labels, clean_pred, adv_pred, sample_weight):
+        kl = super().term(model, labels, clean_pred, adv_pred, sample_weight)
+        weight = model.adv_config.vat_entropy
+        if not weight:
+            return kl
+        from_logits = classification_from_logits(model.loss, self.name)
+        return kl + weight * mean_entropy(log_probabilities(clean_pred, from_logits), sample_weight)
+
 
 #: The strategy of each `adv_loss` name.
 STRATEGIES = {cls.name: cls for cls in (LabeledLoss, TradesLoss, VatLoss)}
@@ -249,6 +278,7 @@ __all__ = [
     "labeled_mask",
     "log_probabilities",
     "mask_unlabeled",
+    "mean_entropy",
     "normalized",
     "power_direction",
     "probabilities",

@@ -63,6 +63,11 @@ class AdversarialLoss:
     def check_loss(self, loss: Any) -> None:
         """Raises when the compiled `loss` does not suit the term (called by `compile`)."""
 
+    def trains_through_clean(self, config: Any) -> bool:
+        """Whether `term` has a gradient through the clean prediction (TRADES; VAT with an
+        entropy term), which a step must then compute where the term's gradient is taken."""
+        return False
+
     def supervised(self, labels: Any, sample_weight: Any) -> Supervised:
         """The labels and weights of the supervised (labeled) loss and of the metrics."""
         return Supervised(labels, sample_weight, None, sample_weight)

@@ -78,8 +78,9 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
     if separates_labeled(strategy, model, training):
         loss, sup_pred = labeled_pass(model, features, extras, supervised)
         input_tape = None  # the strategy's search needs no input gradient of this loss
-        with quiet():  # the strategy's clean prediction is a constant
-            y_pred = tf.stop_gradient(target.call(target.origin))
+        # The strategy's clean prediction: the search holds it constant; the term may train
+        # through it (VAT's entropy term).
+        y_pred = target.call(target.origin)
     else:
         with tf.GradientTape(watch_accessed_variables=False) as input_tape:
             input_tape.watch(target.dense)
