@@ -42,7 +42,7 @@ from keras_advreg.training.logs import compute_metrics
 from keras_advreg.training.neighbor import Neighbors, finite
 from keras_advreg.training.routing import call_base, dense_features, require_loss, unpack
 from keras_advreg.training.strategies import check_backend_support, check_target, strategy_for
-from keras_advreg.training.strategy import batch_statistics
+from keras_advreg.training.strategy import batch_statistics, supervised_loss
 from keras_advreg.training.targets import target_for
 
 
@@ -168,11 +168,7 @@ def _step(model, data, trainable, non_trainable, metrics, optimizer_values, trai
                 y_pred = call_base(model, *labeled, training=training)
             else:
                 y_pred = target.call(neighbors.features_of(dense))
-            loss = model.compute_loss(
-                x=features, y=supervised.labels, y_pred=y_pred,
-                sample_weight=supervised.loss_weight,
-                training=training,
-            )  # fmt: skip
+            loss = supervised_loss(model, features, supervised, y_pred, training)
             return loss, y_pred
 
         (loss, y_pred), non_trainable, metrics = _run(model, fn, trainable, non_trainable, metrics)

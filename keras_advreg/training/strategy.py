@@ -42,6 +42,19 @@ class Supervised(NamedTuple):
     metric_weight: Any
 
 
+def supervised_loss(
+    model: Any, features: Any, supervised: Supervised, y_pred: Any, training: bool
+) -> Any:
+    """The compiled loss of `y_pred` on what the supervised loss sees of the batch."""
+    return model.compute_loss(
+        x=features,
+        y=supervised.labels,
+        y_pred=y_pred,
+        sample_weight=supervised.loss_weight,
+        training=training,
+    )
+
+
 class AdversarialLoss:
     """Base class of the adversarial terms (see the module docstring)."""
 
@@ -106,4 +119,10 @@ def batch_statistics(model: Any) -> list[int]:
     ]
 
 
-__all__ = ["BATCH_STATISTICS", "AdversarialLoss", "Supervised", "batch_statistics"]
+__all__ = [
+    "BATCH_STATISTICS",
+    "AdversarialLoss",
+    "Supervised",
+    "batch_statistics",
+    "supervised_loss",
+]

@@ -22,7 +22,7 @@ from keras_advreg.training.labeled_pass import labeled_batch, separates_labeled
 from keras_advreg.training.logs import record
 from keras_advreg.training.routing import call_base, require_loss
 from keras_advreg.training.strategies import check_target, strategy_for
-from keras_advreg.training.strategy import batch_statistics
+from keras_advreg.training.strategy import batch_statistics, supervised_loss
 from keras_advreg.training.targets import target_for
 
 
@@ -85,13 +85,7 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
         with tf.GradientTape(watch_accessed_variables=False) as input_tape:
             input_tape.watch(target.dense)
             y_pred = sup_pred = target.call(target.origin)
-            loss = model.compute_loss(
-                x=features,
-                y=supervised.labels,
-                y_pred=y_pred,
-                sample_weight=supervised.loss_weight,
-                training=training,
-            )
+            loss = supervised_loss(model, features, supervised, y_pred, training)
     config = target.config(strategy.neighbor_config(model.adv_config))
     objective = strategy.objective(model, labels, y_pred, sample_weight)
     kept = kept_statistics(model, strategy, training)
@@ -113,13 +107,7 @@ def labeled_pass(model, features, extras, supervised):
     whole batch's clean pass. Returns the loss and the labeled pass's prediction."""
     before = statistics(model)
     sup_pred = call_base(model, *labeled_batch(model, features, extras, supervised), training=True)
-    loss = model.compute_loss(
-        x=features,
-        y=supervised.labels,
-        y_pred=sup_pred,
-        sample_weight=supervised.loss_weight,
-        training=True,
-    )
+    loss = supervised_loss(model, features, supervised, sup_pred, True)
     for variable, value in before:
         variable.assign(value)
     return loss, sup_pred
