@@ -1,4 +1,5 @@
-"""TensorFlow's compilation of the attacks: no "retracing" warnings in normal use."""
+"""TensorFlow's compilation of the attacks: no "retracing" warnings in normal use; the
+XLA-fused pieces (`backend.ops.fuse`) inside and outside compiled code."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_many_models_and_attacks_log_no_retracing_warning():
         for seed in range(3):  # 6 compilations: TensorFlow warns at 5
             keras.utils.set_random_seed(seed)
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-            for attack in ("fgsm", "pgd"):
+            for attack in ("fgsm", "pgd", keras_advreg.attacks.FABTargeted(steps=3)):
                 keras_advreg.evaluate_robustness(
                     model, (X, Y), epsilons=0.1, attack=attack, warn=False
                 )
@@ -35,3 +36,19 @@ def test_many_models_and_attacks_log_no_retracing_warning():
         logger.removeHandler(handler)
     retracing = [r.getMessage()[:120] for r in records if "retracing" in r.getMessage()]
     assert retracing == []
+
+
+def test_fuse_compiles_with_xla_and_computes_the_function():
+    from keras_advreg.backend import ops as backend_ops
+
+    def scaled_norms(t, norm, scale):  # `norm` and `scale`: static (Python) arguments
+        power = {"l1": 1.0, "l2": 2.0}[norm]
+        return scale * tf.reduce_sum(tf.abs(t) ** power, axis=1) ** (1.0 / power)
+
+    fused = backend_ops.fuse(scaled_norms)
+    t = np.array([[3.0, -4.0], [1.0, 1.0]], "float32")
+    np.testing.assert_allclose(fused(t, "l2", 2.0), [10.0, 2 * 2**0.5], rtol=1e-6)
+    np.testing.assert_allclose(fused(t, "l1", 1.0), [7.0, 2.0], rtol=1e-6)
+    # Inside a compiled function as well, where it runs as an XLA cluster of its own.
+    outer = tf.function(lambda t: fused(t, "l2", 1.0) + 1.0)
+    np.testing.assert_allclose(outer(t), [6.0, 1.0 + 2**0.5], rtol=1e-6)

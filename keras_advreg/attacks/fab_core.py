@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from keras_advreg.backend import ops as backend_ops
+
 __all__ = ["NORMS", "draw_start", "fab", "lp_norm", "project_hyperplane"]
 
 NORMS = ("infinity", "l2", "l1")
@@ -154,6 +156,48 @@ def _covering_radius(weight: Any, breaks: Any, r: Any) -> Any:
     return ops.where(ops.less(reach, r), _BIG, lam)
 
 
+# --------------------------------------------------------------------------- one iteration
+# The model's passes are the caller's; what lies between them is elementwise work on
+# `(batch, D)` tensors, fused into one kernel each where the backend can
+# (`keras_advreg.backend.ops.fuse`: XLA on TensorFlow).
+@backend_ops.fuse
+def _step(x, v0, f, g, lo, hi, norm, alpha_max, eta):
+    """The next iterate from the linearisation `(f, g)` at `x`: both `x` and `v0` projected
+    onto the nearest linearised boundary, combined, overshot by `eta`, clipped to the box."""
+    f, g = ops.cast(f, "float32"), ops.cast(g, "float32")
+    dist = ops.abs(f) / (1e-12 + _dual_norm(g, norm, axis=-1))
+    nearest = ops.cast(ops.argmin(dist, axis=1), "int32")[:, None]
+    f_k = _take(f, nearest)[:, 0]
+    w = ops.take_along_axis(g, nearest[:, :, None], axis=1)[:, 0, :]
+    b = ops.sum(w * x, axis=1) - f_k  # the linearised boundary: w . v = b
+    d = project_hyperplane(
+        ops.concatenate([x, v0], axis=0),
+        ops.concatenate([w, w], axis=0),
+        ops.concatenate([b, b], axis=0),
+        lo,
+        hi,
+        norm,
+    )
+    size = ops.maximum(lp_norm(d, norm, axis=1), 1e-8)
+    d1, d2 = ops.split(d, 2, axis=0)
+    a1, a2 = ops.split(size, 2, axis=0)
+    alpha = ops.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
+    x_new = (x + eta * d1) * (1.0 - alpha) + (v0 + eta * d2) * alpha
+    return ops.minimum(ops.maximum(x_new, lo), hi)
+
+
+@backend_ops.fuse
+def _keep(hit, x_new, v0, norms, adv, norm, beta):
+    """`(x, norms, adv)` after the iterate `x_new` (`hit`: misclassified): the smallest
+    adversarial point kept, a step back towards `v0` after a hit."""
+    dist_new = lp_norm(x_new - v0, norm, axis=1)
+    better = ops.logical_and(hit, ops.less(dist_new, norms))
+    adv = ops.where(better[:, None], x_new, adv)
+    norms = ops.where(better, dist_new, norms)
+    x = ops.where(hit[:, None], v0 + (x_new - v0) * beta, x_new)
+    return x, norms, adv
+
+
 # --------------------------------------------------------------------------- random start
 def draw_start(rng: np.random.Generator | None, n: int, dims: int, norm: str) -> np.ndarray:
     """The draws of FAB's random start for `n` points of `dims` features, on the host.
@@ -247,31 +291,8 @@ def fab(
 
     def body(i, x, norms, adv):
         f, g = linearize(x)
-        f, g = ops.cast(f, "float32"), ops.cast(g, "float32")
-        dist = ops.abs(f) / (1e-12 + _dual_norm(g, norm, axis=-1))
-        nearest = ops.cast(ops.argmin(dist, axis=1), "int32")[:, None]
-        f_k = _take(f, nearest)[:, 0]
-        w = ops.take_along_axis(g, nearest[:, :, None], axis=1)[:, 0, :]
-        b = ops.sum(w * x, axis=1) - f_k  # the linearised boundary: w . v = b
-        d = project_hyperplane(
-            ops.concatenate([x, v0], axis=0),
-            ops.concatenate([w, w], axis=0),
-            ops.concatenate([b, b], axis=0),
-            lo,
-            hi,
-            norm,
-        )
-        size = ops.maximum(lp_norm(d, norm, axis=1), 1e-8)
-        d1, d2 = ops.split(d, 2, axis=0)
-        a1, a2 = ops.split(size, 2, axis=0)
-        alpha = ops.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
-        x_new = clip((x + eta * d1) * (1.0 - alpha) + (v0 + eta * d2) * alpha)
-        hit = wrong(x_new)
-        dist_new = lp_norm(x_new - v0, norm, axis=1)
-        better = ops.logical_and(hit, ops.less(dist_new, norms))
-        adv = ops.where(better[:, None], x_new, adv)
-        norms = ops.where(better, dist_new, norms)
-        x = ops.where(hit[:, None], v0 + (x_new - v0) * beta, x_new)
+        x_new = _step(x, v0, f, g, lo, hi, norm, alpha_max, eta)
+        x, norms, adv = _keep(wrong(x_new), x_new, v0, norms, adv, norm, beta)
         return i + 1, x, norms, adv
 
     def cond(i, x, norms, adv):

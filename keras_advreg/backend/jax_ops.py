@@ -30,6 +30,10 @@ def seed_states(variables: Sequence[Any]) -> list:
     return [v for v in variables if getattr(v, "path", v.name).rsplit("/", 1)[-1] == _SEED_STATE]
 
 
+def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn  # inside `jax.jit`, XLA fuses it with the rest
+
+
 @contextlib.contextmanager
 def fresh_randomness(model: Any, v: Any) -> Iterator[None]:
     """A forward pass of `model` at `v` with its own draw of the model's randomness.

@@ -101,6 +101,26 @@ def compile(  # noqa: A001 - the backend's notion of compiling, as keras' `jit_c
     return _module().compile(fn, variables, input_signature)
 
 
+def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, a pure function of tensors (no model, no variables; Python scalars and strings
+    as static arguments), run as one fused kernel where that pays: TensorFlow compiles it
+    with XLA (`jit_compile=True`; inside a compiled attack too, where it replaces dozens of
+    separate elementwise kernels by a few); under JAX's `jit` everything is fused already and
+    PyTorch runs eagerly, so there it is `fn` itself. Results equal `fn`'s up to the order of
+    floating-point sums."""
+    fused: dict[str, Callable[..., Any]] = {}
+
+    def call(*args: Any) -> Any:
+        backend = name()
+        run = fused.get(backend)
+        if run is None:
+            run = fused[backend] = _module().fuse(fn)
+        return run(*args)
+
+    call.__wrapped__ = fn
+    return call
+
+
 def fresh_randomness(model: Any, v: Any) -> Any:
     """A context for one forward pass of `model` at the point `v` inside an attack: a
     randomized model (noise layers, dropout at inference) draws new random numbers in each
@@ -126,6 +146,7 @@ __all__ = [
     "compile",
     "dynamic_shapes",
     "fresh_randomness",
+    "fuse",
     "name",
     "to_numpy",
     "value_and_grad",

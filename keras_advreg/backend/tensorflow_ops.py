@@ -61,6 +61,10 @@ def compile(  # noqa: A001
     return tf.function(fn, input_signature=signature)
 
 
+def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return tf.function(fn, jit_compile=True, autograph=False)
+
+
 def fresh_randomness(model: Any, v: Any) -> Any:
     """A forward pass with its own draw of the model's randomness: here the model's
     `SeedGenerator`s advance by themselves, inside compiled code too."""

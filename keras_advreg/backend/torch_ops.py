@@ -48,6 +48,10 @@ def compile(  # noqa: A001
     return call
 
 
+def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn  # eager: nothing to fuse
+
+
 def fresh_randomness(model: Any, v: Any) -> Any:
     """A forward pass with its own draw of the model's randomness: here the model's
     `SeedGenerator`s advance by themselves, inside compiled code too."""
