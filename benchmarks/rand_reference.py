@@ -80,6 +80,7 @@ def run_ours(args) -> dict:
     return {
         "robust_accuracy": report.accuracy[args.eps],
         "clean_accuracy": report.clean_accuracy,
+        "broken_by": report.broken_by.get(args.eps),
         "attack": report.description,
         "backend": keras.backend.backend(),
     }

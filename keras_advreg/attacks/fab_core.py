@@ -10,7 +10,9 @@ by at most `alpha_max`. An adversarial iterate is kept when it is the smallest p
 so far, and the search steps back towards the clean point by `beta`.
 
 Everything is backend-agnostic `keras.ops` (one `keras.ops.while_loop`), to be called inside
-a function compiled by `keras_advreg.backend.ops.compile` (or eagerly). Points are flat:
+a function compiled by `keras_advreg.backend.ops.compile` (or eagerly); the elementwise work of
+an iteration between the model's passes is two functions fused by
+`keras_advreg.backend.ops.fuse` (XLA kernels on TensorFlow). Points are flat:
 `(batch, D)` features; the caller owns the model (`linearize`, `predict`) and the random
 draws (`draw_start`, on the host).
 """
