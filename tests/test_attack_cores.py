@@ -310,3 +310,30 @@ def test_compact_evaluation_gives_the_same_results(attack):
     assert 0 < full[1].sum() < len(ids)
     np.testing.assert_array_equal(full[1], compact[1])
     np.testing.assert_allclose(full[0], compact[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("keep_searching", [False, True])
+def test_apgd_keeps_the_first_hit_or_on_a_randomized_model_the_last(keep_searching):
+    # A stand-in for a randomized model: its draws misclassify the single example at the 4th
+    # and the 7th evaluation only (the clean point, the random start, then one per step). A
+    # deterministic attack keeps the first such point and stops; on a randomized model the
+    # reference's APGD keeps attacking and returns the last point a draw misclassified.
+    seen = []
+
+    def value_and_grad(v, closure):
+        seen.append(v.numpy().copy())
+        hit = len(seen) in (4, 7)
+        z = tf.constant([[0.0, 1.0]] if hit else [[1.0, 0.0]])
+        direction = [1.0, -1.0, 0.5][len(seen) % 3]  # iterates that differ
+        return closure(z), z, direction * tf.ones_like(v)
+
+    v0 = np.full((1, 3), 0.5, "float32")
+    v_adv, broken = apgd(
+        value_and_grad, v0, np.zeros(1, "int32"), 0.3, 0.0, 1.0, norm="infinity", steps=10,
+        loss_fn="ce", start=np.zeros((1, 3), "float32"), keep_searching=keep_searching,
+    )  # fmt: skip
+    assert bool(broken[0])
+    if keep_searching:
+        assert not np.array_equal(seen[3], seen[6])
+    np.testing.assert_array_equal(v_adv, seen[6] if keep_searching else seen[3])
+    assert len(seen) == (12 if keep_searching else 4)  # the clean point, the start, 10 steps

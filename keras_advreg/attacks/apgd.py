@@ -64,6 +64,8 @@ def run_apgd(
     """`apgd_core.apgd` on an `AttackProblem` with the attack's norm, steps and rho.
 
     APGD always starts at a random point of the ball, from `noise["start"]` (`draw_apgd`).
+    With expectation over transformation (`eot_iter > 1`: a randomized model) it keeps
+    searching after a misclassifying draw, as the reference implementation does.
     """
     draws = getattr(attack, "eot_iter", 1)
     return apgd_core.apgd(
@@ -80,6 +82,7 @@ def run_apgd(
         start=noise["start"],
         target_ids=target_ids,
         compact=problem.compactable,
+        keep_searching=draws > 1,
     )
 
 

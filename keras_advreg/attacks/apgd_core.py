@@ -211,6 +211,7 @@ def apgd(
     start: Any | None = None,
     target_ids: Any | None = None,
     compact: bool = False,
+    keep_searching: bool = False,
 ) -> tuple[Any, Any]:
     """One run of APGD on a batch of flat points (`keras.ops`; compile it for speed).
 
@@ -218,7 +219,9 @@ def apgd(
     the loss rose in at most `rho` of the steps since the last checkpoint, or the step was not
     halved there and the best loss has not improved since; momentum `alpha` (1 on the first
     step). An example is broken by the first iterate that misclassifies it, which is kept;
-    it is then frozen, and the loop stops once none is left. Assumes `v0` lies in `[lo, hi]`.
+    it is then frozen, and the loop stops once none is left (with `keep_searching`, for a
+    randomized model, every example runs every step and the last misclassifying iterate is
+    kept). Assumes `v0` lies in `[lo, hi]`.
 
     Args:
         value_and_grad: `(v, closure) -> (loss, logits, grad)`: `closure(logits)` per example,
@@ -245,6 +248,11 @@ def apgd(
             not depend on other tensors of the batch. Honoured only where the backend allows
             value-dependent shapes (`keras_advreg.backend.ops.dynamic_shapes()`: TensorFlow,
             PyTorch); elsewhere (JAX) every row is evaluated, with the same results.
+        keep_searching: For a randomized model (gradients averaged over draws): a
+            misclassifying draw may be a lucky one, so keep attacking broken examples to the
+            last step and keep the last iterate a draw misclassified, which lies deeper in
+            the adversarial region than the first (the reference implementation's APGD).
+            No compaction, no early stop.
 
     Returns:
         `(v_adv, broken)`: `(batch, D)` points in the ball and the box (the adversarial point
@@ -261,7 +269,8 @@ def apgd(
                 f"Received: loss_fn={loss_fn!r}"
             )
         loss_fn = LOSSES[loss_fn]
-    compact = bool(compact) and backend_ops.dynamic_shapes()
+    keep_searching = bool(keep_searching)
+    compact = bool(compact) and backend_ops.dynamic_shapes() and not keep_searching
     v0 = ops.cast(v0, "float32")
     ids = ops.cast(ids, "int32")
     eps = ops.cast(eps, "float32")
@@ -327,7 +336,9 @@ def apgd(
         x_new = step(x, x_prev, grad, eta, a)
         rows = ops.nonzero(ops.logical_not(broken))[0] if compact else None
         loss, z, g = evaluate(x_new, rows)
-        wrong = ops.logical_and(_misclassified(z, ids), ops.logical_not(broken))
+        wrong = _misclassified(z, ids)
+        if not keep_searching:  # the first misclassifying iterate stays
+            wrong = ops.logical_and(wrong, ops.logical_not(broken))
         v_adv = ops.where(wrong[:, None], x_new, v_adv)
         broken = ops.logical_or(broken, wrong)
         n_up = n_up + ops.cast(ops.greater(loss, loss_prev), "float32")
@@ -358,6 +369,8 @@ def apgd(
         )  # fmt: skip
 
     def cond(i, *state):
+        if keep_searching:
+            return ops.less(i, steps)
         broken = state[-2]
         return ops.logical_and(ops.less(i, steps), ops.logical_not(ops.all(broken)))
 

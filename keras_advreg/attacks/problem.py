@@ -220,11 +220,18 @@ class CompiledAttack:
         state = problem.start(x, y)
         flat = ops.abs(state.grad)
         adversarial, predictions = [], []
+        # A randomized model's attack (expectation over `eot_iter` draws) counts an example
+        # as broken only where the attack found it so and one more draw agrees, as the
+        # reference's cascade; elsewhere the one deterministic check decides.
+        randomized = getattr(self.attack, "eot_iter", 1) > 1
         for i in range(self.k):
             extra = {"variant": variant} if self.attack.runtime_field else {}
-            v_adv, _ = self.attack.perturb(problem, state, eps[i], noise[i], **extra)
+            v_adv, found = self.attack.perturb(problem, state, eps[i], noise[i], **extra)
             adversarial.append(v_adv)
-            predictions.append(problem.classes(problem.scores(x, v_adv)))
+            classes = problem.classes(problem.scores(x, v_adv))
+            if randomized:
+                classes = ops.where(found, classes, state.ids)
+            predictions.append(classes)
         return {
             "ids": state.ids,
             "clean_predictions": problem.classes(state.scores),
