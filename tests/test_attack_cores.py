@@ -337,3 +337,27 @@ def test_apgd_keeps_the_first_hit_or_on_a_randomized_model_the_last(keep_searchi
         assert not np.array_equal(seen[3], seen[6])
     np.testing.assert_array_equal(v_adv, seen[6] if keep_searching else seen[3])
     assert len(seen) == (12 if keep_searching else 4)  # the clean point, the start, 10 steps
+
+
+@pytest.mark.parametrize("keep_searching", [False, True])
+@pytest.mark.parametrize("hits", [(), (1, 7)])
+def test_apgd_returns_for_an_example_it_did_not_attack_or_break(keep_searching, hits):
+    # Never misclassified: the highest-loss point (here the start: the loss never rises), or
+    # on a randomized model the clean point, which the reference's cascade checks once more.
+    # Misclassified at the clean point (the 1st evaluation): not attacked, the clean point.
+    seen = []
+
+    def value_and_grad(v, closure):
+        seen.append(v.numpy().copy())
+        z = tf.constant([[0.0, 1.0]] if len(seen) in hits else [[1.0, 0.0]])
+        return closure(z), z, [1.0, -1.0, 0.5][len(seen) % 3] * tf.ones_like(v)
+
+    v0 = np.full((1, 3), 0.5, "float32")
+    v_adv, broken = apgd(
+        value_and_grad, v0, np.zeros(1, "int32"), 0.3, 0.0, 1.0, norm="infinity", steps=10,
+        loss_fn="ce", start=np.full((1, 3), 0.5, "float32"), keep_searching=keep_searching,
+    )  # fmt: skip
+    assert bool(broken[0]) == bool(hits)
+    expected = v0 if hits or keep_searching else seen[1]
+    assert not np.array_equal(seen[1], v0)
+    np.testing.assert_array_equal(v_adv, expected)

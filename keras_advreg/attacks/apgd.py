@@ -65,7 +65,8 @@ def run_apgd(
 
     APGD always starts at a random point of the ball, from `noise["start"]` (`draw_apgd`).
     With expectation over transformation (`eot_iter > 1`: a randomized model) it keeps
-    searching after a misclassifying draw, as the reference implementation does.
+    searching after a misclassifying draw and returns the clean point of an example it did
+    not break, as the reference implementation does.
     """
     draws = getattr(attack, "eot_iter", 1)
     return apgd_core.apgd(

@@ -248,16 +248,17 @@ def apgd(
             not depend on other tensors of the batch. Honoured only where the backend allows
             value-dependent shapes (`keras_advreg.backend.ops.dynamic_shapes()`: TensorFlow,
             PyTorch); elsewhere (JAX) every row is evaluated, with the same results.
-        keep_searching: For a randomized model (gradients averaged over draws): a
-            misclassifying draw may be a lucky one, so keep attacking broken examples to the
-            last step and keep the last iterate a draw misclassified, which lies deeper in
-            the adversarial region than the first (the reference implementation's APGD).
-            No compaction, no early stop.
+        keep_searching: For a randomized model (gradients averaged over draws), as the
+            reference implementation's APGD: a misclassifying draw may be a lucky one, so
+            keep attacking broken examples to the last step and keep the last iterate a
+            draw misclassified, which lies deeper in the adversarial region than the first;
+            return `v0` for an example never misclassified (and for one misclassified at
+            `v0`, which is not attacked). No compaction, no early stop.
 
     Returns:
         `(v_adv, broken)`: `(batch, D)` points in the ball and the box (the adversarial point
-        of a broken example; the highest-loss point of a robust one; `v0` of an example
-        misclassified at `v0`) and `(batch,)` bool.
+        of a broken example; the highest-loss point of a robust one, `v0` with
+        `keep_searching`; `v0` of an example misclassified at `v0`) and `(batch,)` bool.
     """
     _check_norm(norm)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -337,8 +338,9 @@ def apgd(
         rows = ops.nonzero(ops.logical_not(broken))[0] if compact else None
         loss, z, g = evaluate(x_new, rows)
         wrong = _misclassified(z, ids)
-        if not keep_searching:  # the first misclassifying iterate stays
-            wrong = ops.logical_and(wrong, ops.logical_not(broken))
+        # The first misclassifying iterate stays; searching on, the last (never for an
+        # example misclassified at `v0`, which is not attacked).
+        wrong = ops.logical_and(wrong, ops.logical_not(clean_wrong if keep_searching else broken))
         v_adv = ops.where(wrong[:, None], x_new, v_adv)
         broken = ops.logical_or(broken, wrong)
         n_up = n_up + ops.cast(ops.greater(loss, loss_prev), "float32")
@@ -394,4 +396,4 @@ def apgd(
     )
     out = ops.while_loop(cond, body, loop_vars, maximum_iterations=steps)
     x_best, broken, v_adv = out[7], out[-2], out[-1]
-    return ops.where(broken[:, None], v_adv, x_best), broken
+    return ops.where(broken[:, None], v_adv, v0 if keep_searching else x_best), broken

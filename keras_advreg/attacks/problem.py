@@ -220,18 +220,11 @@ class CompiledAttack:
         state = problem.start(x, y)
         flat = ops.abs(state.grad)
         adversarial, predictions = [], []
-        # A randomized model's attack (expectation over `eot_iter` draws) counts an example
-        # as broken only where the attack found it so and one more draw agrees, as the
-        # reference's cascade; elsewhere the one deterministic check decides.
-        randomized = getattr(self.attack, "eot_iter", 1) > 1
         for i in range(self.k):
             extra = {"variant": variant} if self.attack.runtime_field else {}
-            v_adv, found = self.attack.perturb(problem, state, eps[i], noise[i], **extra)
+            v_adv, _ = self.attack.perturb(problem, state, eps[i], noise[i], **extra)
             adversarial.append(v_adv)
-            classes = problem.classes(problem.scores(x, v_adv))
-            if randomized:
-                classes = ops.where(found, classes, state.ids)
-            predictions.append(classes)
+            predictions.append(problem.classes(problem.scores(x, v_adv)))
         return {
             "ids": state.ids,
             "clean_predictions": problem.classes(state.scores),
