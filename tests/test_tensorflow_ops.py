@@ -40,15 +40,24 @@ def test_many_models_and_attacks_log_no_retracing_warning():
 
 def test_fuse_compiles_with_xla_and_computes_the_function():
     from keras_advreg.backend import ops as backend_ops
+    from keras_advreg.backend import tensorflow_ops
 
     def scaled_norms(t, norm, scale):  # `norm` and `scale`: static (Python) arguments
         power = {"l1": 1.0, "l2": 2.0}[norm]
         return scale * tf.reduce_sum(tf.abs(t) ** power, axis=1) ** (1.0 / power)
 
-    fused = backend_ops.fuse(scaled_norms)
-    t = np.array([[3.0, -4.0], [1.0, 1.0]], "float32")
-    np.testing.assert_allclose(fused(t, "l2", 2.0), [10.0, 2 * 2**0.5], rtol=1e-6)
-    np.testing.assert_allclose(fused(t, "l1", 1.0), [7.0, 2.0], rtol=1e-6)
-    # Inside a compiled function as well, where it runs as an XLA cluster of its own.
-    outer = tf.function(lambda t: fused(t, "l2", 1.0) + 1.0)
-    np.testing.assert_allclose(outer(t), [6.0, 1.0 + 2**0.5], rtol=1e-6)
+    t = np.array([[3.0, -4.0], [1.0, 1.0], [0.0, 2.0]], "float32")
+    # XLA: only a function compiled with `jit_compile=True` yields its HLO.
+    hlo = tensorflow_ops.fuse(scaled_norms).experimental_get_compiler_ir(t, "l2", 1.0)()
+    assert "HloModule" in hlo
+    for rows in ((), (0,)):  # (0,): rows padded to 8 and cut back to 3
+        fused = backend_ops.fuse(scaled_norms, rows=rows)
+        np.testing.assert_allclose(fused(t, "l2", 2.0), [10.0, 2 * 2**0.5, 4.0], rtol=1e-6)
+        np.testing.assert_allclose(fused(t, "l1", 1.0), [7.0, 2.0, 2.0], rtol=1e-6)
+        # Inside a compiled function with an unknown batch size as well.
+        outer = tf.function(
+            lambda t, fused=fused: fused(t, "l2", 1.0) + 1.0,
+            input_signature=[tf.TensorSpec([None, 2], tf.float32)],
+        )
+        np.testing.assert_allclose(outer(t), [6.0, 1.0 + 2**0.5, 3.0], rtol=1e-6)
+        np.testing.assert_allclose(outer(t[:1]), [6.0], rtol=1e-6)

@@ -19,6 +19,7 @@ draws (`draw_start`, on the host).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -162,7 +163,7 @@ def _covering_radius(weight: Any, breaks: Any, r: Any) -> Any:
 # The model's passes are the caller's; what lies between them is elementwise work on
 # `(batch, D)` tensors, fused into one kernel each where the backend can
 # (`keras_advreg.backend.ops.fuse`: XLA on TensorFlow).
-@backend_ops.fuse
+@functools.partial(backend_ops.fuse, rows=(0, 1, 2, 3))
 def _step(x, v0, f, g, lo, hi, norm, alpha_max, eta):
     """The next iterate from the linearisation `(f, g)` at `x`: both `x` and `v0` projected
     onto the nearest linearised boundary, combined, overshot by `eta`, clipped to the box."""
@@ -188,7 +189,7 @@ def _step(x, v0, f, g, lo, hi, norm, alpha_max, eta):
     return ops.minimum(ops.maximum(x_new, lo), hi)
 
 
-@backend_ops.fuse
+@functools.partial(backend_ops.fuse, rows=(0, 1, 2, 3, 4))
 def _keep(hit, x_new, v0, norms, adv, norm, beta):
     """`(x, norms, adv)` after the iterate `x_new` (`hit`: misclassified): the smallest
     adversarial point kept, a step back towards `v0` after a hit."""

@@ -30,7 +30,8 @@ def seed_states(variables: Sequence[Any]) -> list:
     return [v for v in variables if getattr(v, "path", v.name).rsplit("/", 1)[-1] == _SEED_STATE]
 
 
-def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
+def fuse(fn: Callable[..., Any], rows: Sequence[int] = ()) -> Callable[..., Any]:
+    del rows
     return fn  # inside `jax.jit`, XLA fuses it with the rest
 
 

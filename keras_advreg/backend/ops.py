@@ -11,6 +11,7 @@ with respect to the attacked input (`tensorflow_ops`: `tf.GradientTape`; `jax_op
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,23 +102,40 @@ def compile(  # noqa: A001 - the backend's notion of compiling, as keras' `jit_c
     return _module().compile(fn, variables, input_signature)
 
 
-def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn`, a pure function of tensors (no model, no variables; Python scalars and strings
-    as static arguments), run as one fused kernel where that pays: TensorFlow compiles it
-    with XLA (`jit_compile=True`; inside a compiled attack too, where it replaces dozens of
-    separate elementwise kernels by a few); under JAX's `jit` everything is fused already and
-    PyTorch runs eagerly, so there it is `fn` itself. Results equal `fn`'s up to the order of
-    floating-point sums."""
-    fused: dict[str, Callable[..., Any]] = {}
+def fuse(fn: Callable[..., Any], rows: Sequence[int] = ()) -> Callable[..., Any]:
+    """`fn` run as one fused kernel where that pays.
 
+    TensorFlow compiles it with XLA (`jit_compile=True`; inside a compiled attack too, where
+    it replaces dozens of separate elementwise kernels by a few); under JAX's `jit`
+    everything is fused already and PyTorch runs eagerly, so there it is `fn` itself.
+    Results equal `fn`'s up to the order of floating-point sums.
+
+    Args:
+        fn: A pure function of tensors (no model, no variables); Python scalars and strings
+            are static arguments.
+        rows: The positions of the arguments whose first axis is the batch, when `fn` treats
+            rows independently and returns a nest of tensors with that first axis. XLA
+            compiles once per input shape (about half a second on a CPU), and attacks meet
+            many batch sizes (the examples left after each stage), so on TensorFlow these
+            arguments are padded with zero rows to the next of a few sizes (multiples of 8
+            up to 64, then four per octave: above 64 rows, at most a quarter is padding)
+            and the results cut back: one compilation per size class. Zero rows must be
+            harmless to `fn`.
+
+    Returns:
+        A function with `fn`'s arguments and results.
+    """
+    fused: dict[str, Callable[..., Any]] = {}
+    rows = tuple(rows)
+
+    @functools.wraps(fn)
     def call(*args: Any) -> Any:
         backend = name()
         run = fused.get(backend)
         if run is None:
-            run = fused[backend] = _module().fuse(fn)
+            run = fused[backend] = _module().fuse(fn, rows)
         return run(*args)
 
-    call.__wrapped__ = fn
     return call
 
 

@@ -61,8 +61,27 @@ def compile(  # noqa: A001
     return tf.function(fn, input_signature=signature)
 
 
-def fuse(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return tf.function(fn, jit_compile=True, autograph=False)
+# Padded row counts: multiples of 8 up to 64, then four per octave (80, 96, 112, 128, 160,
+# ...): at most a quarter of the rows are padding, and a few dozen compilations cover all.
+_ROW_BUCKETS = list(range(8, 65, 8)) + [2**k * q // 4 for k in range(6, 30) for q in (5, 6, 7, 8)]
+
+
+def fuse(fn: Callable[..., Any], rows: Sequence[int] = ()) -> Callable[..., Any]:
+    compiled = tf.function(fn, jit_compile=True, autograph=False)
+    if not rows:
+        return compiled
+
+    def call(*args: Any) -> Any:
+        n = tf.shape(args[rows[0]])[0]
+        buckets = tf.constant(_ROW_BUCKETS, tf.int32)
+        size = tf.gather(buckets, tf.searchsorted(buckets, tf.reshape(n, [1])))[0]
+        padded = list(args)
+        for i in rows:
+            a = tf.convert_to_tensor(args[i])
+            padded[i] = tf.pad(a, [[0, size - n]] + [[0, 0]] * (a.shape.rank - 1))
+        return tf.nest.map_structure(lambda t: t[:n], compiled(*padded))
+
+    return call
 
 
 def fresh_randomness(model: Any, v: Any) -> Any:
