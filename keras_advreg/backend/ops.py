@@ -118,7 +118,7 @@ def fuse(fn: Callable[..., Any], rows: Sequence[int] = ()) -> Callable[..., Any]
             compiles once per input shape (about half a second on a CPU), and attacks meet
             many batch sizes (the examples left after each stage), so on TensorFlow these
             arguments are padded with zero rows to the next of a few sizes (multiples of 8
-            up to 64, then four per octave: above 64 rows, at most a quarter is padding)
+            up to 64, then eight per octave: above 64 rows, at most an eighth is padding)
             and the results cut back: one compilation per size class. Zero rows must be
             harmless to `fn`.
 

@@ -61,9 +61,9 @@ def compile(  # noqa: A001
     return tf.function(fn, input_signature=signature)
 
 
-# Padded row counts: multiples of 8 up to 64, then four per octave (80, 96, 112, 128, 160,
-# ...): at most a quarter of the rows are padding, and a few dozen compilations cover all.
-_ROW_BUCKETS = list(range(8, 65, 8)) + [2**k * q // 4 for k in range(6, 30) for q in (5, 6, 7, 8)]
+# Padded row counts: multiples of 8 up to 64, then eight per octave (72, 80, ..., 128, 144,
+# ...): above 64 rows at most an eighth is padding, and a few dozen compilations cover all.
+_ROW_BUCKETS = list(range(8, 65, 8)) + [2**k * q // 8 for k in range(6, 30) for q in range(9, 17)]
 
 
 def fuse(fn: Callable[..., Any], rows: Sequence[int] = ()) -> Callable[..., Any]:
