@@ -31,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from robust_eval import DEFAULT_MNIST, DEFAULT_MODEL, Method, mnist  # noqa: E402
+from robust_eval import DEFAULT_MNIST, DEFAULT_MODEL, Method, clone, mnist  # noqa: E402
 
 from keras_advreg import attacks  # noqa: E402
 from keras_advreg.evaluation import evaluate_robustness  # noqa: E402
@@ -144,11 +144,8 @@ def main() -> None:
     x, y = mnist(args.mnist_dir, "t10k")
     x, y = x[: args.examples], y[: args.examples]
     model = keras.models.load_model(args.model, compile=False)
-    models = [model]
-    for _ in range(args.traces - 1):  # a new model: its own compiled attacks and floors
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        models.append(copy)
+    # A copy of the model per extra trace: its own compiled attacks and floors.
+    models = [model] + [clone(model) for _ in range(args.traces - 1)]
     s, b = args.steps, args.batch
     fns = {
         "ours: APGD-CE": [make_ours(m, s, b, "apgd-ce") for m in models],

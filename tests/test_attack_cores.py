@@ -312,26 +312,32 @@ def test_compact_evaluation_gives_the_same_results(attack):
     np.testing.assert_allclose(full[0], compact[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("keep_searching", [False, True])
-def test_apgd_keeps_the_first_hit_or_on_a_randomized_model_the_last(keep_searching):
-    # A stand-in for a randomized model: its draws misclassify the single example at the 4th
-    # and the 7th evaluation only (the clean point, the random start, then one per step). A
-    # deterministic attack keeps the first such point and stops; on a randomized model the
-    # reference's APGD keeps attacking and returns the last point a draw misclassified.
+def _scripted_apgd(hits, start, keep_searching):
+    """APGD on one example of a stand-in for a randomized model: its draws misclassify the
+    example at the evaluations numbered in `hits` only (1: the clean point, 2: the random
+    start, then one per step), and its gradients change sign so that iterates differ.
+    Returns `(v_adv, broken, v0, seen)`, `seen` the points evaluated, in order."""
     seen = []
 
     def value_and_grad(v, closure):
         seen.append(v.numpy().copy())
-        hit = len(seen) in (4, 7)
-        z = tf.constant([[0.0, 1.0]] if hit else [[1.0, 0.0]])
-        direction = [1.0, -1.0, 0.5][len(seen) % 3]  # iterates that differ
-        return closure(z), z, direction * tf.ones_like(v)
+        z = tf.constant([[0.0, 1.0]] if len(seen) in hits else [[1.0, 0.0]])
+        return closure(z), z, [1.0, -1.0, 0.5][len(seen) % 3] * tf.ones_like(v)
 
     v0 = np.full((1, 3), 0.5, "float32")
     v_adv, broken = apgd(
         value_and_grad, v0, np.zeros(1, "int32"), 0.3, 0.0, 1.0, norm="infinity", steps=10,
-        loss_fn="ce", start=np.zeros((1, 3), "float32"), keep_searching=keep_searching,
+        loss_fn="ce", start=np.full((1, 3), start, "float32"), keep_searching=keep_searching,
     )  # fmt: skip
+    return v_adv, broken, v0, seen
+
+
+@pytest.mark.parametrize("keep_searching", [False, True])
+def test_apgd_keeps_the_first_hit_or_on_a_randomized_model_the_last(keep_searching):
+    # Misclassified by the draws of the 4th and 7th evaluations. A deterministic attack keeps
+    # the first such point and stops; on a randomized model the reference's APGD keeps
+    # attacking and returns the last point a draw misclassified.
+    v_adv, broken, _, seen = _scripted_apgd((4, 7), 0.0, keep_searching)
     assert bool(broken[0])
     if keep_searching:
         assert not np.array_equal(seen[3], seen[6])
@@ -345,18 +351,7 @@ def test_apgd_returns_for_an_example_it_did_not_attack_or_break(keep_searching, 
     # Never misclassified: the highest-loss point (here the start: the loss never rises), or
     # on a randomized model the clean point, which the reference's cascade checks once more.
     # Misclassified at the clean point (the 1st evaluation): not attacked, the clean point.
-    seen = []
-
-    def value_and_grad(v, closure):
-        seen.append(v.numpy().copy())
-        z = tf.constant([[0.0, 1.0]] if len(seen) in hits else [[1.0, 0.0]])
-        return closure(z), z, [1.0, -1.0, 0.5][len(seen) % 3] * tf.ones_like(v)
-
-    v0 = np.full((1, 3), 0.5, "float32")
-    v_adv, broken = apgd(
-        value_and_grad, v0, np.zeros(1, "int32"), 0.3, 0.0, 1.0, norm="infinity", steps=10,
-        loss_fn="ce", start=np.full((1, 3), 0.5, "float32"), keep_searching=keep_searching,
-    )  # fmt: skip
+    v_adv, broken, v0, seen = _scripted_apgd(hits, 0.5, keep_searching)
     assert bool(broken[0]) == bool(hits)
     expected = v0 if hits or keep_searching else seen[1]
     assert not np.array_equal(seen[1], v0)

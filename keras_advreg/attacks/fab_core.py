@@ -56,6 +56,10 @@ def _dual_norm(t: Any, norm: str, axis: int = -1) -> Any:
     return lp_norm(t, {"infinity": "l1", "l2": "l2", "l1": "infinity"}[norm], axis)
 
 
+def _clip(v: Any, lo: Any, hi: Any) -> Any:
+    return ops.minimum(ops.maximum(v, lo), hi)
+
+
 def _take(a: Any, index: Any) -> Any:
     return ops.take_along_axis(a, index, axis=1)
 
@@ -185,8 +189,7 @@ def _step(x, v0, f, g, lo, hi, norm, alpha_max, eta):
     d1, d2 = ops.split(d, 2, axis=0)
     a1, a2 = ops.split(size, 2, axis=0)
     alpha = ops.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
-    x_new = (x + eta * d1) * (1.0 - alpha) + (v0 + eta * d2) * alpha
-    return ops.minimum(ops.maximum(x_new, lo), hi)
+    return _clip((x + eta * d1) * (1.0 - alpha) + (v0 + eta * d2) * alpha, lo, hi)
 
 
 @functools.partial(backend_ops.fuse, rows=(0, 1, 2, 3, 4))
@@ -276,9 +279,6 @@ def fab(
     lo = ops.cast(lo, "float32")
     hi = ops.cast(hi, "float32")
 
-    def clip(v):
-        return ops.minimum(ops.maximum(v, lo), hi)
-
     def wrong(v):
         return ops.not_equal(ops.cast(ops.argmax(predict(v), axis=1), "int32"), ids)
 
@@ -287,7 +287,7 @@ def fab(
     else:
         start = ops.cast(start, "float32")
         size = lp_norm(start, norm, axis=1)[:, None]
-        x = clip(v0 + 0.5 * eps * start / ops.where(ops.greater(size, 0.0), size, 1.0))
+        x = _clip(v0 + 0.5 * eps * start / ops.where(ops.greater(size, 0.0), size, 1.0), lo, hi)
     norms = ops.where(wrong(v0), 0.0, NOT_FOUND * ops.ones_like(v0[:, 0]))
     adv = v0
     alpha_max, eta, beta = float(alpha_max), float(eta), float(beta)
