@@ -114,6 +114,14 @@ def test_error(model, x, y) -> float:
     return float(np.mean(np.argmax(logits, -1) != y))
 
 
+def top_confusions(model, x, y, n: int = 5) -> list:
+    """The `n` most frequent (true digit, predicted digit, count) errors on `x`."""
+    predicted = np.argmax(model.predict(x, batch_size=1000, verbose=0), -1)
+    pairs = ((int(a), int(b), int(np.sum((y == a) & (predicted == b))))
+             for a in range(10) for b in range(10) if a != b)  # fmt: skip
+    return sorted(pairs, key=lambda t: -t[2])[:n]
+
+
 def population_error(model, x_train, x_test, y_test) -> float:
     """Test error with each batch normalization layer's statistics set to those of its inputs
     over `x_train` (layer by layer, each after the ones before it), on a copy of the model."""
@@ -142,6 +150,16 @@ def main() -> None:
         default=0.0,
         help="weight of the entropy term (`vat_entropy`; 1.0 is Miyato et al.'s VAT+EntMin)",
     )
+    parser.add_argument(
+        "--balance",
+        type=float,
+        default=0.0,
+        help="weight of the class-balance term (`vat_balance`: minus the entropy of the "
+        "batch's mean prediction)",
+    )
+    parser.add_argument("--entropy-warmup", type=int, default=0,
+                        help="train the first this many epochs with VAT alone (entropy weight "
+                             "0), then with `--entropy`")  # fmt: skip
     parser.add_argument("--network", choices=("mlp", "cnn"), default="mlp",
                         help="mlp: permutation-invariant, `--hidden` units; cnn: a small CNN")  # fmt: skip
     parser.add_argument("--hidden", default="1200,1200")
@@ -217,6 +235,7 @@ def main() -> None:
         pgd_iterations=1,
         vat_xi=args.xi,
         vat_entropy=args.entropy,
+        vat_balance=args.balance,
     )
     model = keras_advreg.AdversarialRegularization(base, adv_config=config)
     rate = args.lr
@@ -234,6 +253,10 @@ def main() -> None:
     c0, w0 = time.process_time(), time.perf_counter()
     epoch = 0
     while (epoch < args.epochs) if args.epochs else (time.process_time() - c0 < args.cpu_budget):
+        entropy = 0.0 if epoch < args.entropy_warmup else args.entropy
+        if model.adv_config.vat_entropy != entropy:  # traced into the step: retrace it
+            model.adv_config = model.adv_config.replace(vat_entropy=entropy)
+            model.make_train_function(force=True)
         e0 = time.process_time()
         history = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch,
                             steps_per_epoch=args.steps_per_epoch, verbose=0)  # fmt: skip
@@ -241,8 +264,10 @@ def main() -> None:
         cpu_epoch = time.process_time() - e0
         row = {"epoch": epoch, "updates": epoch * args.steps_per_epoch,
                "test_error": test_error(base, xte, yte),
+               "top_confusion": top_confusions(base, xte, yte, 1)[0],
                **({"test_error_population_stats": population_error(base, xtr, xte, yte)}
                   if args.population_stats else {}),
+               "vat_entropy": model.adv_config.vat_entropy,
                "vat_term": float(history.history["scaled_adversarial_loss"][-1]),
                "cpu_s_epoch": round(cpu_epoch, 1),
                "cpu_ms_per_step": round(1000 * cpu_epoch / args.steps_per_epoch, 2),
@@ -257,15 +282,7 @@ def main() -> None:
         "vat_test_error_by_class": [
             round(float(np.mean(predicted[yte == c] != c)), 4) for c in range(10)
         ],
-        "vat_confusions": sorted(
-            (
-                (int(a), int(b), int(np.sum((yte == a) & (predicted == b))))
-                for a in range(10)
-                for b in range(10)
-                if a != b
-            ),
-            key=lambda t: -t[2],
-        )[:5],
+        "vat_confusions": top_confusions(base, xte, yte),
         "plain_test_error": [r["test_error"] for r in result["plain"]],
         "vat_test_error_last": result["vat"][-1]["test_error"] if result["vat"] else None,
         "vat_updates": result["vat"][-1]["updates"] if result["vat"] else 0,

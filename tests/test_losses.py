@@ -65,25 +65,32 @@ def _vat_candidates(x, eps):
     return out
 
 
-@pytest.mark.parametrize("entropy", [0.0, 0.7], ids=["vat", "vat+entmin"])
+@pytest.mark.parametrize(
+    "entropy, balance", [(0.0, 0.0), (0.7, 0.0), (0.7, 0.4)], ids=["vat", "entmin", "balance"]
+)
 @pytest.mark.parametrize("at_layer", [False, True], ids=["inputs", "layer"])
-def test_vat_term_equals_the_hand_computed_kl(at_layer, entropy):
+def test_vat_term_equals_the_hand_computed_kl(at_layer, entropy, balance):
     config = keras_advreg.AdvConfig(
         adv_loss="vat", multiplier=0.5, adv_step_size=0.8, pgd_iterations=30, vat_xi=1e-3,
-        vat_entropy=entropy,
+        vat_entropy=entropy, vat_balance=balance,
     )  # fmt: skip
     model = keras_advreg.AdversarialRegularization(_linear(at_layer), adv_config=config)
     model.compile("sgd", LOGITS_CE, metrics=["accuracy"])
     y = np.array([1, -1])  # the second example is unlabeled
     logs = model.evaluate(X, y, batch_size=2, verbose=0, return_dict=True)
     candidates = _vat_candidates(X, 0.8)
-    # With `vat_entropy`, plus that weight times the mean entropy of the clean predictions.
+    # With `vat_entropy`, plus that weight times the mean entropy of the clean predictions;
+    # with `vat_balance`, minus that weight times the entropy of their mean.
     p = [_softmax(row.astype("float64") @ W + B) for row in X]
     h = np.mean([-np.sum(q * np.log(q)) for q in p])
-    sums = [0.5 * (np.mean(c) + entropy * h) for c in itertools.product(*candidates)]
+    mean = np.mean(p, axis=0)
+    h_mean = -np.sum(mean * np.log(mean))
+    sums = [
+        0.5 * (np.mean(c) + entropy * h - balance * h_mean) for c in itertools.product(*candidates)
+    ]
     got = logs["scaled_adversarial_loss"]
     assert min(abs(got - s) for s in sums) < 2e-3 * max(sums), (got, sums)
-    assert min(sums) > 1e-3  # the term is not trivially 0
+    assert min(abs(v) for v in sums) > 1e-3  # the term is not trivially 0
     # Only the labeled example enters the supervised loss and the accuracy.
     p0 = _softmax(X[0].astype("float64") @ W + B)
     assert logs["labeled_loss"] == pytest.approx(-np.log(p0[1]), rel=1e-5)
@@ -151,11 +158,41 @@ def test_vat_entropy_term_trains_the_predictions_towards_confidence(batch_norm):
     assert with_term < without - 1e-3, (with_term, without)
 
 
-def test_vat_entropy_needs_vat_and_a_non_negative_weight():
-    with pytest.raises(ValueError, match="`vat_entropy` must be >= 0.0. Received: vat_entropy=-1"):
-        keras_advreg.AdvConfig(adv_loss="vat", vat_entropy=-1)
-    with pytest.raises(ValueError, match="needs adv_loss='vat'. Received: vat_entropy=1.0"):
-        keras_advreg.AdvConfig(vat_entropy=1.0)
+def _class_shares_after_one_step(balance):
+    # Eight unlabeled points, all predicted class 0 at the start (bias 2 on its logit).
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    keras.utils.set_random_seed(3)
+    base = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    kernel, _ = base.get_weights()
+    base.set_weights([kernel, np.array([2.0, 0.0, 0.0], "float32")])
+    config = keras_advreg.AdvConfig(
+        adv_loss="vat", multiplier=1.0, adv_step_size=1e-4, vat_balance=balance
+    )
+    model = keras_advreg.AdversarialRegularization(base, adv_config=config)
+    model.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
+    model.fit(x, np.full(8, -1), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    logits = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
+    return _softmax(logits.astype("float64")).mean(axis=0)
+
+
+def test_vat_balance_term_trains_the_batch_towards_even_class_shares():
+    # Without it nothing trains (no labels, a tiny radius: KL ~ 0); with it, one SGD step on
+    # minus the entropy of the mean prediction m moves each logit bias by
+    # 0.5 * m_k * (log m_k + H(m)): class 0's share falls, the others' rise.
+    before = _class_shares_after_one_step(0.0)
+    after = _class_shares_after_one_step(1.0)
+    assert before[0] > 0.6
+    assert after[0] < before[0] - 0.05, (before, after)
+    assert np.all(after[1:] > before[1:])
+    assert -np.sum(after * np.log(after)) > -np.sum(before * np.log(before)) + 0.05
+
+
+@pytest.mark.parametrize("name", ["vat_entropy", "vat_balance"])
+def test_vat_entropy_weights_need_vat_and_a_non_negative_weight(name):
+    with pytest.raises(ValueError, match=f"`{name}` must be >= 0.0. Received: {name}=-1"):
+        keras_advreg.AdvConfig(adv_loss="vat", **{name: -1})
+    with pytest.raises(ValueError, match=f"needs adv_loss='vat'. Received: {name}=1.0"):
+        keras_advreg.AdvConfig(**{name: 1.0})
 
 
 def test_vat_needs_a_classification_loss():

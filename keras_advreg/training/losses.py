@@ -11,7 +11,8 @@
   random start (finite differences of size `vat_xi`). No labels needed: examples whose
   label is `-1` enter the KL but not the supervised loss or the metrics. With
   `vat_entropy`, plus that weight times the entropy of the clean predictions (trained
-  through them: "VAT+EntMin").
+  through them: "VAT+EntMin"); with `vat_balance`, minus that weight times the entropy of
+  the batch's mean clean prediction (a class-balance term, IMSAT's marginal entropy).
 """
 
 from __future__ import annotations
@@ -118,6 +119,22 @@ def mean_entropy(log_p: Any, sample_weight: Any = None) -> Any:
     `kl_divergence`."""
     ops = keras.ops
     return _weighted_mean(-ops.sum(ops.exp(log_p) * log_p, axis=-1), sample_weight)
+
+
+def marginal_entropy(log_p: Any, sample_weight: Any = None) -> Any:
+    """The entropy of the batch's mean prediction, `-sum m log m` with `m = mean_i p_i`
+    given `log p` (weighted per example: `m = sum(w p) / sum(w)`). It is largest,
+    `log(classes)`, when the batch's predictions spread evenly over the classes."""
+    ops = keras.ops
+    p = ops.exp(log_p)
+    axes = tuple(range(len(p.shape) - 1))
+    if sample_weight is None:
+        mean = ops.mean(p, axis=axes)
+    else:
+        w = ops.reshape(ops.cast(sample_weight, p.dtype), (-1,) + (1,) * (len(p.shape) - 1))
+        w = w * ops.ones_like(p[..., :1])
+        mean = ops.sum(w * p, axis=axes) / ops.maximum(ops.sum(w), 1e-12)
+    return -ops.sum(mean * ops.log(ops.maximum(mean, 1e-12)))
 
 
 def labeled_mask(labels: Any) -> Any:
@@ -253,15 +270,19 @@ class VatLoss(AdversarialLoss):
         )
 
     def trains_through_clean(self, config):
-        return bool(config.vat_entropy)
+        return bool(config.vat_entropy or config.vat_balance)
 
     def term(self, model, labels, clean_pred, adv_pred, sample_weight):
         kl = super().term(model, labels, clean_pred, adv_pred, sample_weight)
-        weight = model.adv_config.vat_entropy
-        if not weight:
+        config = model.adv_config
+        if not (config.vat_entropy or config.vat_balance):
             return kl
-        from_logits = classification_from_logits(model.loss, self.name)
-        return kl + weight * mean_entropy(log_probabilities(clean_pred, from_logits), sample_weight)
+        log_p = log_probabilities(clean_pred, classification_from_logits(model.loss, self.name))
+        if config.vat_entropy:
+            kl = kl + config.vat_entropy * mean_entropy(log_p, sample_weight)
+        if config.vat_balance:
+            kl = kl - config.vat_balance * marginal_entropy(log_p, sample_weight)
+        return kl
 
 
 #: The strategy of each `adv_loss` name.
@@ -277,6 +298,7 @@ __all__ = [
     "kl_divergence",
     "labeled_mask",
     "log_probabilities",
+    "marginal_entropy",
     "mask_unlabeled",
     "mean_entropy",
     "normalized",
