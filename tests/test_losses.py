@@ -158,33 +158,30 @@ def test_vat_entropy_term_trains_the_predictions_towards_confidence(batch_norm):
     assert with_term < without - 1e-3, (with_term, without)
 
 
-def _class_shares_after_one_step(balance):
-    # Eight unlabeled points, all predicted class 0 at the start (bias 2 on its logit).
+@pytest.mark.parametrize("balance", [0.0, 1.0], ids=["off", "on"])
+def test_vat_balance_step_equals_the_hand_computed_one(balance):
+    # Eight unlabeled points and a Dense layer with kernel 0 and bias b = (2, 0, 0): every
+    # prediction is m = softmax(b), so the KL term and its gradient are 0 and one SGD step
+    # (rate 0.5) on -w H(mean_i p_i) has a closed form: with v = m * (log m + H(m)), the
+    # gradient is w v for the bias and w mean_i(x_i) (outer) v for the kernel.
     x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
-    keras.utils.set_random_seed(3)
     base = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
-    kernel, _ = base.get_weights()
-    base.set_weights([kernel, np.array([2.0, 0.0, 0.0], "float32")])
+    b = np.array([2.0, 0.0, 0.0])
+    base.set_weights([np.zeros((2, 3), "float32"), b.astype("float32")])
     config = keras_advreg.AdvConfig(
         adv_loss="vat", multiplier=1.0, adv_step_size=1e-4, vat_balance=balance
     )
     model = keras_advreg.AdversarialRegularization(base, adv_config=config)
     model.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
     model.fit(x, np.full(8, -1), batch_size=8, epochs=1, shuffle=False, verbose=0)
-    logits = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
-    return _softmax(logits.astype("float64")).mean(axis=0)
-
-
-def test_vat_balance_term_trains_the_batch_towards_even_class_shares():
-    # Without it nothing trains (no labels, a tiny radius: KL ~ 0); with it, one SGD step on
-    # minus the entropy of the mean prediction m moves each logit bias by
-    # 0.5 * m_k * (log m_k + H(m)): class 0's share falls, the others' rise.
-    before = _class_shares_after_one_step(0.0)
-    after = _class_shares_after_one_step(1.0)
-    assert before[0] > 0.6
-    assert after[0] < before[0] - 0.05, (before, after)
-    assert np.all(after[1:] > before[1:])
-    assert -np.sum(after * np.log(after)) > -np.sum(before * np.log(before)) + 0.05
+    m = _softmax(b)
+    v = balance * m * (np.log(m) + -np.sum(m * np.log(m)))
+    kernel, bias = -0.5 * np.outer(x.astype("float64").mean(0), v), b - 0.5 * v
+    expected = _softmax(x.astype("float64") @ kernel + bias)
+    got = _softmax(keras.ops.convert_to_numpy(model.predict(x, verbose=0)).astype("float64"))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    if balance:  # the step moves the batch towards even class shares: class 0's falls
+        assert expected.mean(0)[0] < m[0] - 0.05
 
 
 @pytest.mark.parametrize("name", ["vat_entropy", "vat_balance"])
