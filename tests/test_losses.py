@@ -184,6 +184,17 @@ def test_vat_balance_step_equals_the_hand_computed_one(balance):
         assert expected.mean(0)[0] < m[0] - 0.05
 
 
+def test_marginal_entropy_is_the_entropy_of_the_weighted_mean_prediction():
+    from keras_advreg.training.losses import marginal_entropy
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]])
+    w = np.array([2.0, 0.0, 1.0])
+    for weights, mean in [(None, p.mean(0)), (w, (2 * p[0] + p[2]) / 3)]:
+        got = marginal_entropy(np.log(p).astype("float32"), weights)
+        expected = -np.sum(mean * np.log(mean))
+        assert float(keras.ops.convert_to_numpy(got)) == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", ["vat_entropy", "vat_balance"])
 def test_vat_entropy_weights_need_vat_and_a_non_negative_weight(name):
     with pytest.raises(ValueError, match=f"`{name}` must be >= 0.0. Received: {name}=-1"):

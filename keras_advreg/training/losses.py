@@ -273,16 +273,16 @@ class VatLoss(AdversarialLoss):
         return bool(config.vat_entropy or config.vat_balance)
 
     def term(self, model, labels, clean_pred, adv_pred, sample_weight):
-        kl = super().term(model, labels, clean_pred, adv_pred, sample_weight)
+        total = super().term(model, labels, clean_pred, adv_pred, sample_weight)  # the KL
         config = model.adv_config
         if not (config.vat_entropy or config.vat_balance):
-            return kl
+            return total
         log_p = log_probabilities(clean_pred, classification_from_logits(model.loss, self.name))
         if config.vat_entropy:
-            kl = kl + config.vat_entropy * mean_entropy(log_p, sample_weight)
+            total = total + config.vat_entropy * mean_entropy(log_p, sample_weight)
         if config.vat_balance:
-            kl = kl - config.vat_balance * marginal_entropy(log_p, sample_weight)
-        return kl
+            total = total - config.vat_balance * marginal_entropy(log_p, sample_weight)
+        return total
 
 
 #: The strategy of each `adv_loss` name.
