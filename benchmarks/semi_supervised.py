@@ -12,7 +12,8 @@ Network (permutation-invariant, as Miyato et al. 2018's MNIST runs): an MLP
 theirs). Plain: Adam on the 100 labeled images alone, `--plain-steps` updates of batch 32
 (`--plain-seeds` seeds: a cheap run). VAT:
 `AdvConfig(adv_loss="vat", adv_step_size=eps, multiplier=1, pgd_iterations=1)` (one power
-iteration, xi `--xi`; `--entropy`: `vat_entropy`, `--balance`: `vat_balance`), batches of `--labeled-batch` labeled + unlabeled images
+iteration, xi `--xi`; `--entropy`: `vat_entropy`, off for the first `--entropy-warmup`
+epochs; `--balance`: `vat_balance`), batches of `--labeled-batch` labeled + unlabeled images
 (`keras_advreg.data.semi_supervised_batches`), Adam, trained until `--cpu-budget` seconds
 of process CPU time are spent (whole epochs of `--steps-per-epoch` updates), or for
 `--epochs` epochs with a cosine decay of the learning rate (`--decay-rate r`: times r after
@@ -160,8 +161,8 @@ def main() -> None:
         "--balance",
         type=float,
         default=0.0,
-        help="weight of the class-balance term (`vat_balance`: minus the entropy of the "
-        "batch's mean prediction)",
+        help="weight of the class-balance term (`vat_balance`: log(classes) minus the entropy "
+        "of the batch's mean prediction)",
     )
     parser.add_argument("--entropy-warmup", type=int, default=0,
                         help="train the first this many epochs with VAT alone (entropy weight "

@@ -80,13 +80,14 @@ def test_vat_term_equals_the_hand_computed_kl(at_layer, entropy, balance):
     logs = model.evaluate(X, y, batch_size=2, verbose=0, return_dict=True)
     candidates = _vat_candidates(X, 0.8)
     # With `vat_entropy`, plus that weight times the mean entropy of the clean predictions;
-    # with `vat_balance`, minus that weight times the entropy of their mean.
+    # with `vat_balance`, plus that weight times KL(their mean || uniform) = log 3 - H(mean).
     p = [_softmax(row.astype("float64") @ W + B) for row in X]
     h = np.mean([-np.sum(q * np.log(q)) for q in p])
     mean = np.mean(p, axis=0)
     h_mean = -np.sum(mean * np.log(mean))
     sums = [
-        0.5 * (np.mean(c) + entropy * h - balance * h_mean) for c in itertools.product(*candidates)
+        0.5 * (np.mean(c) + entropy * h + balance * (np.log(3) - h_mean))
+        for c in itertools.product(*candidates)
     ]
     got = logs["scaled_adversarial_loss"]
     assert min(abs(got - s) for s in sums) < 2e-3 * max(sums), (got, sums)
@@ -158,13 +159,16 @@ def test_vat_entropy_term_trains_the_predictions_towards_confidence(batch_norm):
     assert with_term < without - 1e-3, (with_term, without)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("balance", [0.0, 1.0], ids=["off", "on"])
-def test_vat_balance_step_equals_the_hand_computed_one(balance):
+def test_vat_balance_step_equals_the_hand_computed_one(balance, weighted):
     # Eight unlabeled points and a Dense layer with kernel 0 and bias b = (2, 0, 0): every
     # prediction is m = softmax(b), so the KL term and its gradient are 0 and one SGD step
-    # (rate 0.5) on -w H(mean_i p_i) has a closed form: with v = m * (log m + H(m)), the
-    # gradient is w v for the bias and w mean_i(x_i) (outer) v for the kernel.
+    # (rate 0.5) on w (log 3 - H(mean_i p_i)) has a closed form: with v = m * (log m + H(m)),
+    # the gradient is w v for the bias and w xbar (outer) v for the kernel, xbar the mean
+    # of the x_i (with sample weights s_i: sum(s_i x_i) / sum(s_i)).
     x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    s = np.arange(1.0, 9.0) if weighted else np.ones(8)
     base = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     b = np.array([2.0, 0.0, 0.0])
     base.set_weights([np.zeros((2, 3), "float32"), b.astype("float32")])
@@ -173,10 +177,14 @@ def test_vat_balance_step_equals_the_hand_computed_one(balance):
     )
     model = keras_advreg.AdversarialRegularization(base, adv_config=config)
     model.compile(keras.optimizers.SGD(0.5), LOGITS_CE)
-    model.fit(x, np.full(8, -1), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    model.fit(
+        x, np.full(8, -1), sample_weight=s.astype("float32") if weighted else None,
+        batch_size=8, epochs=1, shuffle=False, verbose=0,
+    )  # fmt: skip
     m = _softmax(b)
     v = balance * m * (np.log(m) + -np.sum(m * np.log(m)))
-    kernel, bias = -0.5 * np.outer(x.astype("float64").mean(0), v), b - 0.5 * v
+    xbar = (s[:, None] * x.astype("float64")).sum(0) / s.sum()
+    kernel, bias = -0.5 * np.outer(xbar, v), b - 0.5 * v
     expected = _softmax(x.astype("float64") @ kernel + bias)
     got = _softmax(keras.ops.convert_to_numpy(model.predict(x, verbose=0)).astype("float64"))
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -193,6 +201,11 @@ def test_marginal_entropy_is_the_entropy_of_the_weighted_mean_prediction():
         got = marginal_entropy(np.log(p).astype("float32"), weights)
         expected = -np.sum(mean * np.log(mean))
         assert float(keras.ops.convert_to_numpy(got)) == pytest.approx(expected, rel=1e-5)
+    # Tiny weights: the same mean; all weights 0: no mean, entropy 0 (not NaN).
+    got = marginal_entropy(np.log(p).astype("float32"), w * 1e-13)
+    assert float(keras.ops.convert_to_numpy(got)) == pytest.approx(expected, rel=1e-4)
+    got = marginal_entropy(np.log(p).astype("float32"), np.zeros(3))
+    assert float(keras.ops.convert_to_numpy(got)) == 0.0
 
 
 @pytest.mark.parametrize("name", ["vat_entropy", "vat_balance"])

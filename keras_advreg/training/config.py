@@ -180,13 +180,15 @@ class AdvConfig:
             unlabeled data; both are scaled by `multiplier`. Defaults to `0.0`
             (VAT alone).
         vat_balance: float >= 0. With `adv_loss="vat"`, the weight of a
-            class-balance term: minus the entropy of the batch's mean clean
-            prediction (the marginal-entropy term of Hu et al. 2017's IMSAT),
-            scaled by `multiplier` too. It keeps the model from giving a
-            whole unlabeled cluster of one class to another (with 100 MNIST
-            labels, VAT+EntMin often calls a third of the 9s 4s); it assumes
-            the classes are roughly balanced in every batch. Defaults to `0.0`
-            (off).
+            class-balance term: the KL of the batch's mean clean prediction
+            `m` from the uniform distribution, `log(classes) - H(m)` (the
+            marginal-entropy term of Hu et al. 2017's IMSAT; 0 when the batch's
+            predictions spread evenly), scaled by `multiplier` too. It keeps
+            the model from giving a whole unlabeled cluster of one class to
+            another. It assumes one class prediction per example and classes
+            roughly balanced in every batch: use batches of a few hundred
+            examples (at batch size 1 it cancels `vat_entropy`). Defaults to
+            `0.0` (off).
 
     Example:
 

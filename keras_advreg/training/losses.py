@@ -11,12 +11,14 @@
   random start (finite differences of size `vat_xi`). No labels needed: examples whose
   label is `-1` enter the KL but not the supervised loss or the metrics. With
   `vat_entropy`, plus that weight times the entropy of the clean predictions (trained
-  through them: "VAT+EntMin"); with `vat_balance`, minus that weight times the entropy of
-  the batch's mean clean prediction (a class-balance term, IMSAT's marginal entropy).
+  through them: "VAT+EntMin"); with `vat_balance`, plus that weight times the KL of the
+  batch's mean clean prediction from the uniform distribution, `log(classes) - H(mean)`
+  (a class-balance term: IMSAT's marginal entropy, made >= 0).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -123,8 +125,9 @@ def mean_entropy(log_p: Any, sample_weight: Any = None) -> Any:
 
 def marginal_entropy(log_p: Any, sample_weight: Any = None) -> Any:
     """The entropy of the batch's mean prediction, `-sum m log m` with `m = mean_i p_i`
-    given `log p` (weighted per example: `m = sum(w p) / sum(w)`). It is largest,
-    `log(classes)`, when the batch's predictions spread evenly over the classes."""
+    given `log p` (weighted per example: `m = sum(w p) / sum(w)`; 0 when every weight
+    is 0). It is largest, `log(classes)`, when the batch's predictions spread evenly over
+    the classes."""
     ops = keras.ops
     p = ops.exp(log_p)
     axes = tuple(range(len(p.shape) - 1))
@@ -133,7 +136,8 @@ def marginal_entropy(log_p: Any, sample_weight: Any = None) -> Any:
     else:
         w = ops.reshape(ops.cast(sample_weight, p.dtype), (-1,) + (1,) * (len(p.shape) - 1))
         w = w * ops.ones_like(p[..., :1])
-        mean = ops.sum(w * p, axis=axes) / ops.maximum(ops.sum(w), 1e-12)
+        total = ops.sum(w)
+        mean = ops.sum(w * p, axis=axes) / ops.where(total > 0, total, 1.0)
     return -ops.sum(mean * ops.log(ops.maximum(mean, 1e-12)))
 
 
@@ -280,8 +284,10 @@ class VatLoss(AdversarialLoss):
         log_p = log_probabilities(clean_pred, classification_from_logits(model.loss, self.name))
         if config.vat_entropy:
             total = total + config.vat_entropy * mean_entropy(log_p, sample_weight)
-        if config.vat_balance:
-            total = total - config.vat_balance * marginal_entropy(log_p, sample_weight)
+        if config.vat_balance:  # KL(mean prediction || uniform) = log(classes) - H(mean)
+            classes = float(log_p.shape[-1])
+            imbalance = math.log(classes) - marginal_entropy(log_p, sample_weight)
+            total = total + config.vat_balance * imbalance
         return total
 
 

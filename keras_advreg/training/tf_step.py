@@ -79,7 +79,7 @@ def forward(model, strategy, features, labels, sample_weight, extras, training, 
         loss, sup_pred = labeled_pass(model, features, extras, supervised)
         input_tape = None  # the strategy's search needs no input gradient of this loss
         # The strategy's clean prediction: the search holds it constant; the term may train
-        # through it (VAT's entropy term).
+        # through it (VAT's entropy and class-balance terms).
         y_pred = target.call(target.origin)
     else:
         with tf.GradientTape(watch_accessed_variables=False) as input_tape:
