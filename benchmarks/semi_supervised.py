@@ -117,13 +117,15 @@ def cnn(seed, output_bn=False):
 
 
 def test_error(model, x, y) -> float:
-    logits = model.predict(x, batch_size=1000, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) != y))
+    return float(np.mean(predicted_digits(model, x) != y))
 
 
-def top_confusions(model, x, y, n: int = 5) -> list:
-    """The `n` most frequent (true digit, predicted digit, count) errors on `x`."""
-    predicted = np.argmax(model.predict(x, batch_size=1000, verbose=0), -1)
+def predicted_digits(model, x) -> np.ndarray:
+    return np.argmax(model.predict(x, batch_size=1000, verbose=0), -1)
+
+
+def top_confusions(predicted, y, n: int = 5) -> list:
+    """The `n` most frequent (true digit, predicted digit, count) errors."""
     pairs = ((int(a), int(b), int(np.sum((y == a) & (predicted == b))))
              for a in range(10) for b in range(10) if a != b)  # fmt: skip
     return sorted(pairs, key=lambda t: -t[2])[:n]
@@ -269,9 +271,10 @@ def main() -> None:
                             steps_per_epoch=args.steps_per_epoch, verbose=0)  # fmt: skip
         epoch += 1
         cpu_epoch = time.process_time() - e0
+        predicted = predicted_digits(base, xte)
         row = {"epoch": epoch, "updates": epoch * args.steps_per_epoch,
-               "test_error": test_error(base, xte, yte),
-               "top_confusion": top_confusions(base, xte, yte, 1)[0],
+               "test_error": float(np.mean(predicted != yte)),
+               "top_confusion": top_confusions(predicted, yte, 1)[0],
                **({"test_error_population_stats": population_error(base, xtr, xte, yte)}
                   if args.population_stats else {}),
                "vat_entropy": model.adv_config.vat_entropy,
@@ -282,14 +285,14 @@ def main() -> None:
                "wall_s_total": round(time.perf_counter() - w0, 1)}  # fmt: skip
         result["vat"].append(row)
         print(json.dumps({"vat": row}), flush=True)
-    predicted = np.argmax(base.predict(xte, batch_size=1000, verbose=0), -1)
+    predicted = predicted_digits(base, xte)
     summary = {
         # Which digits the errors fall on: a few classes far above the rest is a cluster of
         # unlabeled images given the wrong label, not an even blur.
         "vat_test_error_by_class": [
             round(float(np.mean(predicted[yte == c] != c)), 4) for c in range(10)
         ],
-        "vat_confusions": top_confusions(base, xte, yte),
+        "vat_confusions": top_confusions(predicted, yte),
         "plain_test_error": [r["test_error"] for r in result["plain"]],
         "vat_test_error_last": result["vat"][-1]["test_error"] if result["vat"] else None,
         "vat_updates": result["vat"][-1]["updates"] if result["vat"] else 0,

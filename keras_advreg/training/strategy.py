@@ -78,7 +78,8 @@ class AdversarialLoss:
 
     def trains_through_clean(self, config: Any) -> bool:
         """Whether `term` has a gradient through the clean prediction (TRADES; VAT with an
-        entropy or class-balance term), which a step must then compute where the term's gradient is taken."""
+        entropy or class-balance term), which a step must then compute where the term's
+        gradient is taken."""
         return False
 
     def supervised(self, labels: Any, sample_weight: Any) -> Supervised:
